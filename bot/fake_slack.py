@@ -1,0 +1,160 @@
+"""A stand-in for Slack's Web API on loopback, for the demo and the tests.
+
+Slack can't be reached from a test machine, so this small stdlib server answers
+the Web API methods irbot calls, checks the bearer token as Slack does, and
+records every call and every post to a response_url so callers can read the
+channel back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+
+@dataclass
+class Call:
+    method: str  # Web API method, or "response_url"
+    params: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+class FakeSlack:
+    def __init__(self, token: str, *, team_id: str = "T0IRBOT", bot_user_id: str = "U0IRBOT"):
+        self.token = token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.calls: list[Call] = []
+        self.outside_channels: set[str] = set()  # channels the bot is not a member of
+        self._ts = itertools.count(1)
+        self._changed = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> "FakeSlack":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the stdlib's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8")
+                if self.headers.get("Content-Type", "").startswith("application/json"):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = dict(parse_qsl(raw))
+                status, body = fake._answer(self.path, params, self.headers.get("Authorization", ""))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.base + "/api/"
+
+    def response_url(self, name: str = "cmd") -> str:
+        return f"{self.base}/response/{name}"
+
+    # -- reading what happened --------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._changed:
+            return [c for c in self.calls if c.method == method]
+
+    def messages(self, channel: str) -> list[dict]:
+        """Messages the bot posted in ``channel`` (chat.postMessage), newest last."""
+        return [c.params for c in self.calls_to("chat.postMessage") if c.params.get("channel") == channel]
+
+    def wait_for(self, predicate: Callable[["FakeSlack"], Any], timeout: float = 30.0):
+        """Block until ``predicate(self)`` is truthy; return its value, or raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = predicate(self)
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the fake Slack did not see what was expected")
+                self._changed.wait(min(remaining, 0.5))
+
+    def reset(self) -> None:
+        with self._changed:
+            self.calls.clear()
+            self.outside_channels.clear()
+
+    # -- answering ---------------------------------------------------------------------
+
+    def _record(self, method: str, params: dict) -> None:
+        with self._changed:
+            self.calls.append(Call(method, params))
+            self._changed.notify_all()
+
+    def _answer(self, path: str, params: dict, authorization: str) -> tuple[int, dict]:
+        if path.startswith("/response/"):
+            self._record("response_url", params)
+            return 200, {"ok": True}
+        if not path.startswith("/api/"):
+            return 404, {"ok": False, "error": "not_found"}
+        method = path[len("/api/"):].split("?")[0]
+        token = params.pop("token", None) or authorization.removeprefix("Bearer ").strip()
+        if token != self.token:
+            self._record(method + ":refused", {})
+            return 200, {"ok": False, "error": "invalid_auth"}
+        answer = getattr(self, "_" + method.replace(".", "_"), None)
+        if answer is None:
+            return 200, {"ok": False, "error": "unknown_method"}
+        body = answer(params)
+        if body.get("ok"):
+            self._record(method, params)
+        return 200, body
+
+    def _next_ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ts):06d}"
+
+    def _auth_test(self, params):
+        return {"ok": True, "url": "https://irbot-test.slack.com/", "team": "irbot test", "user": "irbot",
+                "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": "B0IRBOT"}
+
+    def _chat_postMessage(self, params):
+        channel = params.get("channel", "")
+        if channel in self.outside_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        if not params.get("text") and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = self._next_ts()
+        params["ts"] = ts
+        return {"ok": True, "channel": channel, "ts": ts, "message": {"text": params.get("text"), "ts": ts}}
+
+    def _chat_update(self, params):
+        return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}
+
+    def _chat_postEphemeral(self, params):
+        return {"ok": True, "message_ts": self._next_ts()}

@@ -1,0 +1,220 @@
+"""The /ir grammar: one parser for every command, and sentences for every mistake."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import lru_cache
+
+import botocore.session
+
+MAX_LENGTH = 1000
+
+INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+ACCESS_KEY_ID = re.compile(r"^(?:AKIA|ASIA)[A-Z0-9]{16}$")
+USER = r"[a-z_][a-z0-9_.-]{0,31}"
+HOSTNAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+SSH_TARGET = re.compile(rf"^(?:(?P<user>{USER})@)?(?P<host>{HOSTNAME}|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{{1,5}}))?$")
+
+# Slack clients (and phones) turn "--" into a dash; accept what people actually send.
+DASHES = {"\u2014": "--", "\u2013": "--", "\u2212": "-"}
+
+
+class UsageError(Exception):
+    """A mistake in a command; ``str(error)`` says what was wrong and how to write it."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # as typed, e.g. "--region"
+    takes: str | None = None  # the value's placeholder, None for a flag
+
+    @property
+    def key(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+REGION = Option("--region", "R")
+DRY_RUN = Option("--dry-run")
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    summary: str
+    target: str | None = None  # "instance", "access-key", "memory-target"
+    many: bool = False
+    options: tuple[Option, ...] = ()
+    available: bool = False
+
+    @property
+    def usage(self) -> str:
+        parts = [f"/ir {self.name}"]
+        if self.target:
+            parts.append(f"<{TARGET_WORDS[self.target]}>" + ("..." if self.many else ""))
+        parts += [f"[{o.name}{' ' + o.takes if o.takes else ''}]" for o in self.options]
+        return " ".join(parts)
+
+
+TARGET_WORDS = {"instance": "instance-id", "access-key": "access-key-id", "memory-target": "target"}
+TARGET_EXAMPLES = {"instance": "i-0123456789abcdef0", "access-key": "AKIAIOSFODNN7EXAMPLE", "memory-target": "i-0123456789abcdef0 or ec2-user@10.0.1.5:22"}
+
+SPECS: dict[str, Spec] = {
+    s.name: s
+    for s in (
+        Spec("help", "list the commands", available=True),
+        Spec("collect", "save an instance's metadata and console output as evidence", "instance", options=(REGION,), available=True),
+        Spec("isolate", "quarantine an instance: protect it, take it out of service, cut its network and credentials", "instance", options=(REGION, DRY_RUN)),
+        Spec("release", "undo an isolation, restoring what was recorded", "instance", options=(REGION, DRY_RUN)),
+        Spec("snapshot", "snapshot every volume of an instance", "instance", options=(REGION, Option("--copy-to-kms", "KEY"))),
+        Spec("stop", "stop an instance", "instance", options=(REGION, DRY_RUN)),
+        Spec("compromise", "the whole playbook: collect, isolate, snapshot, memory, and stop with --stop", "instance", options=(REGION, DRY_RUN, Option("--stop"))),
+        Spec("revoke-key", "deactivate an access key and quarantine its user", "access-key", options=(REGION, DRY_RUN, Option("--delete"))),
+        Spec("hunt-key", "find what an access key did and made, in every region", "access-key", options=(REGION, Option("--since", "YYYY-MM-DD"))),
+        Spec("memory", "capture memory over SSH from one or more hosts", "memory-target", many=True, options=(REGION, DRY_RUN, Option("--public"))),
+        Spec("audit", "show this incident's audit trail"),
+        Spec("status", "show this incident's status"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    targets: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Spec:
+        return SPECS[self.name]
+
+
+def help_text() -> str:
+    lines = ["*irbot* — AWS incident response from this channel. Commands:"]
+    for spec in SPECS.values():
+        soon = "" if spec.available else " _(not available yet)_"
+        lines.append(f"• `{spec.usage}` — {spec.summary}{soon}")
+    lines.append("Targets: an instance ID like `i-0123456789abcdef0`, an access key ID like `AKIAIOSFODNN7EXAMPLE`, or for memory `user@host[:port]`.")
+    lines.append("`--region R` works on every AWS command; without it the worker's default region is used.")
+    return "\n".join(lines)
+
+
+def parse(text: str) -> Command:
+    """Parse the text after ``/ir``; raises UsageError with the sentence to show."""
+    if len(text) > MAX_LENGTH:
+        raise UsageError(f"That command is {len(text)} characters long; /ir commands are short, like `/ir collect i-0123456789abcdef0`. See `/ir help`.")
+    for dash, plain in DASHES.items():
+        text = text.replace(dash, plain)
+    words = text.split()
+    if not words:
+        raise UsageError("Tell irbot what to do, e.g. `/ir collect i-0123456789abcdef0`; `/ir help` lists every command.")
+
+    name = words[0].lower()
+    spec = SPECS.get(name)
+    if spec is None:
+        close = difflib.get_close_matches(name, SPECS, n=1, cutoff=0.6)
+        hint = f" Did you mean `/ir {close[0]}`?" if close else ""
+        raise UsageError(f"`{_show(words[0])}` is not an /ir command.{hint} `/ir help` lists them all.")
+
+    targets: list[str] = []
+    options: dict = {}
+    by_name = {o.name: o for o in spec.options}
+    rest = iter(words[1:])
+    for word in rest:
+        if word.startswith("-"):
+            flag, _, inline = word.partition("=")
+            option = by_name.get(flag.lower())
+            if option is None:
+                allowed = ", ".join(f"`{o.name}`" for o in spec.options) or "none"
+                raise UsageError(f"`/ir {name}` has no option `{_show(flag)}` (its options: {allowed}). Usage: `{spec.usage}`.")
+            if option.key in options:
+                raise UsageError(f"`{option.name}` is given twice. Usage: `{spec.usage}`.")
+            if option.takes is None:
+                if inline:
+                    raise UsageError(f"`{option.name}` takes no value. Usage: `{spec.usage}`.")
+                options[option.key] = True
+                continue
+            value = inline or next(rest, None)
+            if not value or value.startswith("--"):
+                raise UsageError(f"`{option.name}` needs a value: `{option.name} {option.takes}`. Usage: `{spec.usage}`.")
+            options[option.key] = _option_value(option, value)
+        else:
+            targets.append(_target(spec, word))
+
+    if spec.target is None and targets:
+        raise UsageError(f"`/ir {name}` takes no arguments. Usage: `{spec.usage}`.")
+    if spec.target and not targets:
+        raise UsageError(f"`/ir {name}` needs {_article(TARGET_WORDS[spec.target])}, e.g. `/ir {name} {TARGET_EXAMPLES[spec.target].split(' or ')[0]}`. Usage: `{spec.usage}`.")
+    if spec.target and not spec.many and len(targets) > 1:
+        raise UsageError(f"`/ir {name}` takes one {TARGET_WORDS[spec.target]} at a time. Usage: `{spec.usage}`.")
+    if len(set(targets)) != len(targets):
+        raise UsageError(f"A target is named twice. Usage: `{spec.usage}`.")
+    return Command(name, tuple(targets), options)
+
+
+def _target(spec: Spec, word: str) -> str:
+    if spec.target is None:
+        raise UsageError(f"`/ir {spec.name}` takes no arguments. Usage: `{spec.usage}`.")
+    if spec.target in ("instance", "memory-target") and INSTANCE_ID.match(word.lower()):
+        return word.lower()
+    if spec.target == "instance":
+        raise UsageError(
+            f"`{_show(word)}` is not an EC2 instance ID: it should look like `i-0123456789abcdef0` (i- and 8 or 17 hex digits). Usage: `{spec.usage}`."
+        )
+    if spec.target == "access-key":
+        if ACCESS_KEY_ID.match(word.upper()):
+            return word.upper()
+        raise UsageError(
+            f"`{_show(word)}` is not an AWS access key ID: it should be 20 characters starting with AKIA (a user's key) or ASIA (a temporary key), like `AKIAIOSFODNN7EXAMPLE`. Usage: `{spec.usage}`."
+        )
+    match = SSH_TARGET.match(word)
+    if match and (match["port"] is None or 0 < int(match["port"]) < 65536) and not word.lower().startswith("i-"):
+        return word
+    raise UsageError(
+        f"`{_show(word)}` is not a memory target: give an instance ID (`i-0123456789abcdef0`) or `user@host[:port]` (`ec2-user@10.0.1.5:22`). Usage: `{spec.usage}`."
+    )
+
+
+def _option_value(option: Option, value: str) -> str:
+    if option.name == "--region":
+        region = value.lower()
+        if region not in known_regions():
+            close = difflib.get_close_matches(region, known_regions(), n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise UsageError(f"`{_show(value)}` is not an AWS region.{hint} Write it like `--region us-east-1`.")
+        return region
+    if option.name == "--since":
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise UsageError(f"`{_show(value)}` is not a date: write `--since YYYY-MM-DD`, e.g. `--since 2026-11-01`.") from None
+        if day > datetime.now(timezone.utc).date():
+            raise UsageError(f"`--since {day}` is in the future: give the day the key may have leaked.")
+        return day.isoformat()
+    if option.name == "--copy-to-kms":
+        if not re.match(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36})$", value):
+            raise UsageError(f"`{_show(value)}` is not a KMS key: give a key ID, a key ARN or `alias/NAME`.")
+        return value
+    return value
+
+
+@lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows, in every partition (aws, aws-cn, aws-us-gov, ...)."""
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    return frozenset(regions)
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _show(word: str) -> str:
+    """User input echoed back: short, and unable to ping or link."""
+    word = word if len(word) <= 40 else word[:40] + "…"
+    return word.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")

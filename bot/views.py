@@ -1,0 +1,38 @@
+"""The bot's own replies: acknowledgements, refusals, help."""
+
+from __future__ import annotations
+
+from bot.grammar import Command, help_text
+
+
+def ephemeral(text: str) -> dict:
+    return {"response_type": "ephemeral", "text": text}
+
+
+def help_reply() -> dict:
+    return ephemeral(help_text())
+
+
+def queued(command: Command, user_id: str, request_id: str) -> dict:
+    """Seen by the whole channel, so everyone knows what was asked and by whom."""
+    targets = " ".join(command.targets)
+    region = f" in {command.options['region']}" if command.options.get("region") else ""
+    return {
+        "response_type": "in_channel",
+        "text": f"<@{user_id}> ran `/ir {command.name} {targets}`{region}: queued as request `{request_id}`; results will follow here.",
+    }
+
+
+def not_available(command: Command) -> dict:
+    return ephemeral(f"`/ir {command.name}` is not available yet. `/ir help` shows what is.")
+
+
+def not_a_responder(user_id: str) -> dict:
+    return ephemeral(
+        f"<@{user_id}>, you are not on irbot's responder list (IR_RESPONDERS), so irbot will not run this for you. "
+        "Ask whoever runs irbot to add your Slack user ID."
+    )
+
+
+def queue_unavailable() -> dict:
+    return ephemeral("irbot could not reach its job queue (Redis), so nothing was run. Try again in a moment; if it persists, tell whoever runs irbot.")

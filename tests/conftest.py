@@ -1,0 +1,117 @@
+"""Real parts for the tests: a redis-server, moto's server over HTTP, and a fake Slack Web API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import redis
+
+from bot.fake_slack import FakeSlack
+from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, SIGNING_SECRET, free_port
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_binary(name: str) -> str:
+    """The path of a system binary; skipped when missing, except in CI, where that fails the run."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        message = f"{name} is not installed (make test installs it: deploy/system-deps.sh)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    binary = need_binary("redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("redis-server did not start")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def redis_conn(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAIRBOTTESTKEY0001",
+    "AWS_SECRET_ACCESS_KEY": "irbot/test/secret/DO-NOT-LOG/0123456789abcd",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """A clean simulated AWS account, reached over HTTP through AWS_ENDPOINT_URL."""
+    urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST")).read()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
+
+
+@pytest.fixture
+def slack():
+    fake = FakeSlack(BOT_TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def irbot_env(aws, slack, redis_url, monkeypatch):
+    """Everything irbot reads from its environment, pointed at the test's real parts."""
+    values = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "REDIS_URL": redis_url,
+        "IR_EVIDENCE_BUCKET": "ir-evidence",
+        "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
+        "IR_APPROVERS": SECOND_RESPONDER,
+    }
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**AWS_ENV, "AWS_ENDPOINT_URL": aws, **values}

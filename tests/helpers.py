@@ -1,0 +1,102 @@
+"""Building blocks for the tests: Slack-signed requests, free ports, a realistic AWS world."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import time
+from urllib.parse import urlencode
+
+import boto3
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-1234567890-0987654321-TESTTOKENabcdefghijklmn"
+RESPONDER = "U0ALICE01"
+SECOND_RESPONDER = "U0BOB0002"
+OUTSIDER = "U0MALLORY"
+CHANNEL = "C0INCIDENT"
+TEAM = "T0IRBOT"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slack_signature(secret: str, timestamp: str, body: str) -> str:
+    """Exactly Slack's scheme: v0= HMAC-SHA256 over 'v0:{timestamp}:{body}'."""
+    base = f"v0:{timestamp}:{body}".encode()
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def slash_command(text: str, *, user: str = RESPONDER, channel: str = CHANNEL, response_url: str = "") -> str:
+    return urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": TEAM,
+            "team_domain": "irbot-test",
+            "channel_id": channel,
+            "channel_name": "incident-test",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/ir",
+            "text": text,
+            "api_app_id": "A0IRBOT",
+            "response_url": response_url,
+            "trigger_id": "1234.5678.abcd",
+        }
+    )
+
+
+def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": slack_signature(secret, ts, body),
+    }
+
+
+def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence", object_lock: bool = True) -> dict:
+    """A VPC with a running instance (two volumes, an instance profile) and an evidence bucket."""
+    session = boto3.Session(region_name=region)
+    ec2 = session.client("ec2")
+    iam = session.client("iam")
+    s3 = session.client("s3")
+
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    iam.create_role(RoleName=f"web-role-{region}", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
+    policy = iam.create_policy(
+        PolicyName=f"web-read-s3-{region}",
+        PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}',
+    )["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName=f"web-role-{region}", PolicyArn=policy)
+    profile = iam.create_instance_profile(InstanceProfileName=f"web-profile-{region}")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=f"web-profile-{region}", RoleName=f"web-role-{region}")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        SecurityGroupIds=[group],
+        IamInstanceProfile={"Arn": profile["Arn"]},
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
+            {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}},
+        ],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+    )["Instances"][0]["InstanceId"]
+
+    if bucket:
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock, **where)
+    return {"session": session, "region": region, "vpc": vpc, "subnet": subnet, "group": group, "instance": instance, "bucket": bucket, "profile": profile["Arn"]}

@@ -1,0 +1,1 @@
+"""RQ on Redis: queues, job wrappers, the evidence store and reporting back to the channel."""

@@ -1,0 +1,44 @@
+"""The queues irbot's jobs travel on, and the Redis connections to reach them."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from workers.request import CommandRequest
+
+# One queue for now; memory captures will get their own so a long batch can't starve the rest.
+ACTIONS_QUEUE = "irbot-actions"
+QUEUE_NAMES = (ACTIONS_QUEUE,)
+
+# JSON, not pickle: a job in Redis is data to read, never code to run.
+SERIALIZER = JSONSerializer
+
+JOB_TIMEOUT_SECONDS = {"collect": 15 * 60}
+
+
+def connect(url: str, *, blocking: bool = False) -> Redis:
+    """A Redis client. The bot's must fail fast (it has 3 s to ack); a worker's waits on BLPOP."""
+    if blocking:
+        return Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1.5)
+
+
+def queues(connection: Redis) -> list[Queue]:
+    return [Queue(name, connection=connection, serializer=SERIALIZER) for name in QUEUE_NAMES]
+
+
+def enqueue(connection: Redis, request: CommandRequest) -> str:
+    """Queue ``request`` for a worker; returns the job ID."""
+    queue = Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue(
+        "workers.jobs.run_command",
+        request.to_dict(),
+        job_id=f"ir-{request.id}",
+        job_timeout=JOB_TIMEOUT_SECONDS.get(request.command, 15 * 60),
+        result_ttl=7 * 24 * 3600,
+        failure_ttl=30 * 24 * 3600,
+        description=f"/ir {request.command} {' '.join(request.targets)}".strip(),
+    )
+    return job.id

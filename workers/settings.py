@@ -1,0 +1,154 @@
+"""irbot's configuration, read from the environment and checked before anything starts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """One line naming the variable and what it should hold."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    meaning: str
+    needed_by: tuple[str, ...]  # the commands that refuse to start without it
+    default: str | None = None
+
+
+VARIABLES = (
+    Variable("SLACK_BOT_TOKEN", "the bot token of irbot's Slack app (xoxb-...)", ("serve", "worker")),
+    Variable("SLACK_SIGNING_SECRET", "the signing secret of irbot's Slack app (HTTP mode)", ("serve",)),
+    Variable("SLACK_APP_TOKEN", "an app-level token (xapp-...) with connections:write: serve uses Socket Mode when set", ()),
+    Variable("SLACK_API_URL", "base URL of the Slack Web API, ending in /api/", (), "https://slack.com/api/"),
+    Variable("REDIS_URL", "where the queues live, e.g. redis://localhost:6379/0", ("serve", "worker")),
+    Variable("IR_EVIDENCE_BUCKET", "the S3 bucket evidence is written to (Object Lock recommended)", ("worker",)),
+    Variable("IR_EVIDENCE_RETENTION_DAYS", "days each evidence object is locked for", (), "90"),
+    Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
+    Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "43200"),
+    Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir", ("serve",)),
+    Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve", ()),
+    Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
+    Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
+)
+
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2,5}(-[a-z]+)+-\d+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str | None
+    slack_signing_secret: str | None
+    slack_app_token: str | None
+    slack_api_url: str
+    redis_url: str | None
+    evidence_bucket: str | None
+    evidence_retention_days: int
+    evidence_lock_mode: str
+    link_expiry_seconds: int
+    responders: frozenset[str]
+    approvers: frozenset[str]
+    port: int
+    aws_region: str | None
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line or a message."""
+        values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
+        password = urlsplit(self.redis_url or "").password
+        return [v for v in values + [password] if v]
+
+
+def load(env: Mapping[str, str], command: str = "") -> Settings:
+    """Settings from ``env``; raises ConfigError for the first variable that ``command`` needs and lacks."""
+
+    def get(name: str) -> str | None:
+        value = (env.get(name) or "").strip()
+        return value or None
+
+    for variable in VARIABLES:
+        if command in variable.needed_by and not get(variable.name):
+            if variable.name == "AWS_REGION" and get("AWS_DEFAULT_REGION"):
+                continue
+            if variable.name == "SLACK_SIGNING_SECRET" and get("SLACK_APP_TOKEN"):
+                continue  # Socket Mode has no signed HTTP requests
+            raise ConfigError(f"{variable.name} is not set: it should hold {variable.meaning}.")
+
+    bot_token = get("SLACK_BOT_TOKEN")
+    if bot_token and not bot_token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN is malformed: it should hold a bot token starting with xoxb-.")
+    app_token = get("SLACK_APP_TOKEN")
+    if app_token and not app_token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN is malformed: it should hold an app-level token starting with xapp-.")
+
+    api_url = get("SLACK_API_URL") or "https://slack.com/api/"
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not api_url.endswith("/api/"):
+        raise ConfigError("SLACK_API_URL is malformed: it should hold an http(s) URL ending in /api/, e.g. https://slack.com/api/.")
+
+    redis_url = get("REDIS_URL")
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL is malformed: it should hold a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0.")
+
+    bucket = get("IR_EVIDENCE_BUCKET")
+    if bucket and not BUCKET.match(bucket):
+        raise ConfigError("IR_EVIDENCE_BUCKET is malformed: it should hold an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens).")
+
+    lock_mode = (get("IR_EVIDENCE_LOCK_MODE") or "COMPLIANCE").upper()
+    if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
+        raise ConfigError("IR_EVIDENCE_LOCK_MODE is malformed: it should hold COMPLIANCE or GOVERNANCE.")
+
+    region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
+    if region and not REGION.match(region):
+        raise ConfigError("AWS_REGION is malformed: it should hold a region name such as us-east-1.")
+
+    return Settings(
+        slack_bot_token=bot_token,
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_app_token=app_token,
+        slack_api_url=api_url,
+        redis_url=redis_url,
+        evidence_bucket=bucket,
+        evidence_retention_days=_integer(get, "IR_EVIDENCE_RETENTION_DAYS", 90, 1, 36500, "a number of days from 1 to 36500"),
+        evidence_lock_mode=lock_mode,
+        link_expiry_seconds=_integer(get, "IR_LINK_EXPIRY_SECONDS", 43200, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
+        responders=_user_ids(get, "IR_RESPONDERS"),
+        approvers=_user_ids(get, "IR_APPROVERS"),
+        port=_integer(get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
+        aws_region=region,
+    )
+
+
+def _integer(get, name: str, default: int, low: int, high: int, what: str) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name} is malformed: it should hold {what}.")
+    return value
+
+
+def _user_ids(get, name: str) -> frozenset[str]:
+    raw = get(name)
+    if raw is None:
+        return frozenset()
+    ids = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [i for i in ids if not USER_ID.match(i)]
+    if bad or not ids:
+        raise ConfigError(
+            f"{name} is malformed: it should hold comma-separated Slack user IDs such as U012ABCDEF,U034GHIJKL."
+        )
+    return frozenset(ids)
