@@ -26,6 +26,7 @@ from actions.registry import Risk, action
         "ec2:DescribeSecurityGroups",
         "ec2:DescribeIamInstanceProfileAssociations",
         "ec2:GetConsoleOutput",
+        "ec2:DescribeInstanceAttribute",
         "iam:GetInstanceProfile",
         "iam:ListAttachedRolePolicies",
         "iam:ListRolePolicies",
@@ -60,10 +61,11 @@ def collect(session: boto3.Session, instance_id: str, region: str) -> Result:
         except ActionError as exc:
             result.notes.append(f"{name} was not collected: {exc}")
 
-    try:
-        result.artefacts.append(_console_output(ec2, instance_id))
-    except ActionError as exc:
-        result.notes.append(f"console-output.txt was not collected: {exc}")
+    for name, read in (("console-output.txt", _console_output), ("user-data.txt", _user_data)):
+        try:
+            result.artefacts.append(read(ec2, instance_id))
+        except ActionError as exc:
+            result.notes.append(f"{name} was not collected: {exc}")
 
     result.facts["finished_at"] = _now()
     return result
@@ -139,8 +141,20 @@ def _console_output(ec2, instance_id: str) -> Artefact:
     )
 
 
+def _user_data(ec2, instance_id: str) -> Artefact:
+    # Attackers hide persistence in user data: it runs again at every boot of some images.
+    response = call(ec2, "describe_instance_attribute", InstanceId=instance_id, Attribute="userData")
+    raw = (response.get("UserData") or {}).get("Value")
+    return Artefact(
+        "user-data.txt",
+        decode_console_output(raw).encode("utf-8"),
+        "text/plain; charset=utf-8",
+        "DescribeInstanceAttribute userData: what the instance runs at launch",
+    )
+
+
 def decode_console_output(raw: str | None) -> str:
-    """AWS sends the console as base64; some endpoints (moto) send plain text. Accept both."""
+    """AWS sends console output and user data as base64; some endpoints (moto) send plain text. Accept both."""
     if not raw:
         return ""
     try:

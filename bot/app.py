@@ -23,7 +23,6 @@ log = get_logger(__name__)
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
     client = client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     app = App(
-        token=settings.slack_bot_token,
         client=client,
         signing_secret=settings.slack_signing_secret,
         # Socket Mode requests come over an authenticated websocket, not signed HTTP.

@@ -83,7 +83,7 @@ def run_serve(args) -> int:
     from workers import logs
 
     settings = load(os.environ, "serve")
-    logs.configure(settings.secrets())
+    logs.configure(settings.secrets(), level=settings.log_level)
     log = logs.get_logger("irbot.serve")
     connection = _redis(settings, blocking=False)
     try:
@@ -122,12 +122,12 @@ def run_worker(args) -> int:
     from workers.queues import SERIALIZER, queues
 
     settings = load(os.environ, "worker")
-    logs.configure(settings.secrets())
+    logs.configure(settings.secrets(), level=settings.log_level)
     connection = _redis(settings, blocking=True)
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
     worker = Worker(queues(connection), connection=connection, serializer=SERIALIZER, name=name)
     logs.get_logger("irbot.worker").info("worker starting", queues=[q.name for q in worker.queues], burst=args.burst)
-    worker.work(burst=args.burst, with_scheduler=False)
+    worker.work(burst=args.burst, with_scheduler=False, logging_level=settings.log_level)
     return 0
 
 

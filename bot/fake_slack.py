@@ -26,8 +26,9 @@ class Call:
 
 
 class FakeSlack:
-    def __init__(self, token: str, *, team_id: str = "T0IRBOT", bot_user_id: str = "U0IRBOT"):
+    def __init__(self, token: str, *, app_token: str = "", team_id: str = "T0IRBOT", bot_user_id: str = "U0IRBOT"):
         self.token = token
+        self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.calls: list[Call] = []
@@ -125,7 +126,8 @@ class FakeSlack:
             return 404, {"ok": False, "error": "not_found"}
         method = path[len("/api/"):].split("?")[0]
         token = params.pop("token", None) or authorization.removeprefix("Bearer ").strip()
-        if token != self.token:
+        expected = self.app_token if method.startswith("apps.connections.") else self.token
+        if not expected or token != expected:
             self._record(method + ":refused", {})
             return 200, {"ok": False, "error": "invalid_auth"}
         answer = getattr(self, "_" + method.replace(".", "_"), None)
@@ -152,6 +154,10 @@ class FakeSlack:
         ts = self._next_ts()
         params["ts"] = ts
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": params.get("text"), "ts": ts}}
+
+    def _apps_connections_open(self, params):
+        # Nothing listens there: enough to see that Socket Mode was chosen and authenticated.
+        return {"ok": True, "url": "ws://127.0.0.1:9/link"}
 
     def _chat_update(self, params):
         return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}

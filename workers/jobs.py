@@ -39,6 +39,14 @@ def run_command(data: dict) -> dict:
     log.info("job started", targets=list(request.targets), user=request.user_id, channel=request.channel_id)
     handler = HANDLERS.get(request.command)
     try:
+        return _run(request, settings, client, handler)
+    finally:
+        # A SimpleWorker runs jobs in its own process: don't let this job's IDs tag later lines.
+        structlog.contextvars.clear_contextvars()
+
+
+def _run(request: CommandRequest, settings: Settings, client, handler) -> dict:
+    try:
         if handler is None:
             raise ActionError(f"/ir {request.command} is not available yet.")
         text, blocks, outcome = handler(request, settings)

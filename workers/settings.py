@@ -32,6 +32,7 @@ VARIABLES = (
     Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "43200"),
     Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir", ("serve",)),
     Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve", ()),
+    Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
 )
@@ -56,6 +57,7 @@ class Settings:
     approvers: frozenset[str]
     port: int
     aws_region: str | None
+    log_level: str = "INFO"
 
     @property
     def socket_mode(self) -> bool:
@@ -107,6 +109,10 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
     if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
         raise ConfigError("IR_EVIDENCE_LOCK_MODE is malformed: it should hold COMPLIANCE or GOVERNANCE.")
 
+    log_level = (get("IR_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("IR_LOG_LEVEL is malformed: it should hold DEBUG, INFO, WARNING or ERROR.")
+
     region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
     if region and not REGION.match(region):
         raise ConfigError("AWS_REGION is malformed: it should hold a region name such as us-east-1.")
@@ -125,6 +131,7 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         approvers=_user_ids(get, "IR_APPROVERS"),
         port=_integer(get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
         aws_region=region,
+        log_level=log_level,
     )
 
 

