@@ -10,5 +10,6 @@ from actions.registry import REGISTRY, ActionSpec, Risk, get
 
 # Importing the action modules registers them.
 from actions import collect as _collect  # noqa: F401,E402
+from actions import stop as _stop  # noqa: F401,E402
 
 __all__ = ["ActionError", "ActionSpec", "REGISTRY", "Risk", "get"]

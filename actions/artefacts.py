@@ -26,6 +26,8 @@ class Result:
     # Things the responder must know, e.g. a part that could not be read.
     notes: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    # For actions that change things: each named step and how it went.
+    steps: list = field(default_factory=list)
 
 
 def to_json_bytes(data: Any) -> bytes:

@@ -9,15 +9,28 @@ from redis import Redis
 from redis.exceptions import RedisError
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+import actions
+from actions.registry import Risk
 from bot import views
 from bot.grammar import UsageError, parse
+from workers import messages
+from workers.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
+from workers.audit import AuditTrail
 from workers.logs import get_logger
-from workers.queues import enqueue
+from workers.queues import enqueue, enqueue_execution, enqueue_gated
 from workers.request import CommandRequest
 from workers.settings import Settings
 
 log = get_logger(__name__)
+
+# Commands the bot answers itself, without a worker.
+BOT_COMMANDS = frozenset({"help", "audit"})
+
+
+def available_commands() -> frozenset[str]:
+    return BOT_COMMANDS | frozenset(actions.REGISTRY)
 
 
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
@@ -28,25 +41,31 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         # Socket Mode requests come over an authenticated websocket, not signed HTTP.
         request_verification_enabled=not settings.socket_mode,
     )
+    book = book_from_settings(settings, connection, client)
 
     @app.command("/ir")
     def ir(ack, command: dict) -> None:
-        ack(**handle_ir(settings, connection, command))
+        ack(**handle_ir(settings, connection, book, command))
+
+    for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
+        app.action(action_id)(_button(book, connection, client, verb))
 
     return app
 
 
-def handle_ir(settings: Settings, connection: Redis, payload: dict) -> dict:
+def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict) -> dict:
     """The reply to one /ir; queues the work when the command is valid and allowed."""
     request_id = uuid.uuid4().hex[:12]
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     user_id = payload.get("user_id", "")
+    channel_id = payload.get("channel_id", "")
     text = payload.get("text") or ""
     words = text.split()
 
     if words[:1] != ["help"] and user_id not in settings.responders:
-        log.warning("refused: not a responder", user=user_id, channel=payload.get("channel_id"))
+        log.warning("refused: not a responder", user=user_id, channel=channel_id)
+        _audit_safely(book.audit, incident=channel_id, actor=user_id, action="request.refused", target=text[:100], params={"why": "not a responder"}, outcome="refused")
         return views.not_a_responder(user_id)
     try:
         command = parse(text)
@@ -54,27 +73,105 @@ def handle_ir(settings: Settings, connection: Redis, payload: dict) -> dict:
         log.info("refused: usage error", user=user_id, reason=str(exc))
         return views.ephemeral(str(exc))
     if command.name == "help":
-        return views.help_reply()
-    if not command.spec.available:
+        gated = {name for name, spec in actions.REGISTRY.items() if spec.risk is Risk.CHANGE}
+        return views.help_reply(available_commands(), gated)
+    if command.name not in available_commands():
         return views.not_available(command)
+    if command.name == "audit":
+        return _audit_reply(book.audit, channel_id)
 
+    options = dict(command.options)
+    if settings.aws_region:
+        options.setdefault("region", settings.aws_region)  # so the plan, the card and the audit name it
     request = CommandRequest(
         id=request_id,
         command=command.name,
         targets=command.targets,
-        options=command.options,
+        options=options,
         user_id=user_id,
         user_name=payload.get("user_name", ""),
-        channel_id=payload.get("channel_id", ""),
+        channel_id=channel_id,
         channel_name=payload.get("channel_name", ""),
         team_id=payload.get("team_id", ""),
         response_url=payload.get("response_url", ""),
-        incident=payload.get("channel_id", ""),
+        incident=channel_id,
     )
+    gated = actions.get(command.name).risk is Risk.CHANGE and not command.options.get("dry_run")
     try:
-        job_id = enqueue(connection, request)
+        if gated:
+            decision = book.open(request)
+            if not decision.ok:
+                return views.ephemeral(decision.reason)
+            job_id = enqueue_gated(connection, request.id)
+        else:
+            book.audit.append(incident=request.incident, actor=user_id, action="request.queued", target=" ".join(request.targets),
+                              params={"request": request.id, "command": request.command, "options": request.options}, outcome="queued")
+            job_id = enqueue(connection, request)
     except RedisError as exc:
         log.error("queue unreachable", error=type(exc).__name__)
         return views.queue_unavailable()
-    log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id)
-    return views.queued(command, user_id, request.id)
+    log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
+    return views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
+
+
+def _audit_reply(audit: AuditTrail, incident: str) -> dict:
+    try:
+        records = audit.for_incident(incident)
+        text = messages.audit_trail(incident, records, audit.head(), audit.sealed_up_to())
+    except RedisError:
+        return views.queue_unavailable()
+    return {"response_type": "in_channel", "text": text}
+
+
+def _audit_safely(audit: AuditTrail, **record) -> None:
+    try:
+        audit.append(**record)
+    except RedisError as exc:
+        log.error("audit unreachable", error=type(exc).__name__)
+
+
+def _button(book: ApprovalBook, connection: Redis, client: WebClient, verb: str):
+    """A listener for Approve, Deny or Cancel. Acks at once; the approval book decides."""
+
+    def listener(ack, body: dict) -> None:
+        ack()
+        user_id = body.get("user", {}).get("id", "")
+        channel_id = (body.get("channel") or {}).get("id", "")
+        request_id = (body.get("actions") or [{}])[0].get("value", "")
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            decision = getattr(book, verb)(request_id, user_id)
+        except RedisError as exc:
+            log.error("approval book unreachable", error=type(exc).__name__)
+            _tell(client, channel_id, user_id, "irbot could not reach its state store (Redis); nothing was decided. Try again in a moment.")
+            return
+        log.info("button", verb=verb, user=user_id, ok=decision.ok, state=decision.state)
+        if not decision.ok:
+            _tell(client, channel_id, user_id, decision.reason)
+            if decision.request is not None and decision.request.state == EXPIRED:
+                _redraw(client, decision.request)  # it turned out to have expired: show it
+            return
+        _redraw(client, decision.request)
+        if decision.state == APPROVED:
+            enqueue_execution(connection, request_id)
+
+    listener.__name__ = f"on_{verb}"
+    return listener
+
+
+def _tell(client: WebClient, channel_id: str, user_id: str, text: str) -> None:
+    try:
+        client.chat_postEphemeral(channel=channel_id, user=user_id, text=text)
+    except SlackApiError as exc:
+        log.error("ephemeral reply failed", slack_error=exc.response.get("error", ""))
+
+
+def _redraw(client: WebClient, pending) -> None:
+    if not pending.message_ts:
+        return
+    text, blocks = messages.approval_card(pending)
+    try:
+        client.chat_update(channel=pending.request.channel_id, ts=pending.message_ts, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        log.error("card update failed", slack_error=exc.response.get("error", ""))

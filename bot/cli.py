@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=run_worker)
     demo = commands.add_parser("demo", help="play a scripted incident on a simulated AWS account and Slack; no setup needed")
     demo.set_defaults(run=run_demo)
+    audit = commands.add_parser("audit", help="check or export the audit trail")
+    audit_commands = audit.add_subparsers(title="audit commands", metavar="AUDIT_COMMAND")
+    verify = audit_commands.add_parser("verify", help="recompute the hash chain from Redis and the sealed batches; exit 1 naming the first broken record")
+    verify.set_defaults(run=run_audit_verify)
+    export = audit_commands.add_parser("export", help="write an incident's audit records as JSON lines")
+    export.add_argument("--incident", required=True, help="the incident (today: the channel ID)")
+    export.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+    export.set_defaults(run=run_audit_export)
+    audit.set_defaults(run=lambda args: audit.print_help() or 2)
     policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs")
     policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET", "EVIDENCE-BUCKET"), help="the evidence bucket (default $IR_EVIDENCE_BUCKET)")
     policy.set_defaults(run=run_iam_policy)
@@ -127,7 +136,8 @@ def run_worker(args) -> int:
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
     worker = Worker(queues(connection), connection=connection, serializer=SERIALIZER, name=name)
     logs.get_logger("irbot.worker").info("worker starting", queues=[q.name for q in worker.queues], burst=args.burst)
-    worker.work(burst=args.burst, with_scheduler=False, logging_level=settings.log_level)
+    # The scheduler runs the expiry of requests nobody approved in time.
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
     return 0
 
 
@@ -138,6 +148,53 @@ def run_demo(args) -> int:
         print(f"irbot: the demo needs its extras ({exc.name} is missing): pip install 'irbot[demo]' or run make demo.", file=sys.stderr)
         return 1
     return run()
+
+
+def run_audit_verify(args) -> int:
+    import boto3
+
+    from actions import aws
+    from actions.errors import ActionError
+    from workers.audit import AuditTrail, load_batches, verify
+
+    settings = load(os.environ, "audit")
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: it should hold where the audit trail lives, e.g. redis://localhost:6379/0.")
+    trail = AuditTrail(_redis(settings, blocking=False))
+    batches, problems = [], []
+    if settings.evidence_bucket:
+        try:
+            batches, problems = load_batches(aws.client(boto3.Session(), "s3", settings.aws_region), settings.evidence_bucket)
+        except ActionError as exc:
+            print(f"irbot: could not read the sealed batches: {exc}", file=sys.stderr)
+            return 2
+    problems = sorted(problems + verify(trail, batches), key=lambda b: b.seq)
+    seq, head = trail.head()
+    if problems:
+        print(f"audit trail BROKEN at {problems[0]}")
+        for problem in problems[1:]:
+            print(f"  also: {problem}")
+        return 1
+    where = f"and {len(batches)} sealed batches in s3://{settings.evidence_bucket}/audit/" if settings.evidence_bucket else "(IR_EVIDENCE_BUCKET not set: sealed batches not checked)"
+    print(f"audit trail intact: {seq} records in Redis {where}; head #{seq} sha256 {head}")
+    return 0
+
+
+def run_audit_export(args) -> int:
+    from workers.audit import AuditTrail
+
+    settings = load(os.environ, "audit")
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: it should hold where the audit trail lives, e.g. redis://localhost:6379/0.")
+    records = AuditTrail(_redis(settings, blocking=False)).for_incident(args.incident)
+    lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+    if args.output == "-":
+        sys.stdout.write(lines)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(lines)
+    print(f"{len(records)} records of {args.incident} exported", file=sys.stderr)
+    return 0
 
 
 def run_iam_policy(args) -> int:

@@ -46,7 +46,7 @@ def run(out=None) -> int:
             "SLACK_API_URL": slack.api_url,
             "IR_EVIDENCE_BUCKET": BUCKET,
             "IR_RESPONDERS": "U0ALICE01,U0BOB0002",
-            "IR_APPROVERS": "U0BOB0002",
+            "IR_APPROVERS": "U0ALICE01,U0BOB0002",
             "REDIS_URL": "redis://fakeredis/0",
         }
     )
@@ -61,14 +61,21 @@ def run(out=None) -> int:
             scene = Scene(app, worker, slack, out)
             scene.title(
                 "irbot demo — a scripted incident on a simulated AWS account (moto) and Slack workspace.\n"
-                f"Channel #incident-web-1 ({CHANNEL}); responders alice and bob; mallory is not a responder."
+                f"Channel #incident-web-1 ({CHANNEL}); alice and bob are responders and approvers; mallory is neither."
             )
             scene.say("alice", "/ir help")
             scene.say("mallory", f"/ir collect {instance}")
             scene.say("alice", f"/ir colect {instance}")
             scene.say("alice", f"/ir collect {instance}")
-            scene.say("alice", f"/ir isolate {instance}")
+            scene.say("alice", f"/ir stop {instance}")
+            request_id = scene.pending_request()
+            scene.click("alice", "ir_approve", request_id)
+            scene.click("mallory", "ir_approve", request_id)
+            scene.click("bob", "ir_approve", request_id)
+            scene.click("bob", "ir_approve", request_id)
+            scene.say("alice", "/ir audit")
             scene.verify_evidence()
+            scene.verify_audit(connection)
     finally:
         slack.stop()
     return 0
@@ -125,44 +132,92 @@ class Scene:
         print("=" * 78, file=self.out)
 
     def say(self, user: str, text: str) -> None:
-        from slack_bolt.request import BoltRequest
-
-        user_id = next(k for k, v in PEOPLE.items() if v == user)
         self._line(user, text)
         body = urlencode(
-            {"team_id": "T0DEMO", "channel_id": CHANNEL, "channel_name": "incident-web-1", "user_id": user_id,
+            {"team_id": "T0DEMO", "channel_id": CHANNEL, "channel_name": "incident-web-1", "user_id": _user_id(user),
              "user_name": user, "command": "/ir", "text": text.removeprefix("/ir").strip(),
              "response_url": self.slack.response_url(user), "trigger_id": "demo"}
         )
-        timestamp = str(int(time.time()))
-        signature = "v0=" + hmac.new(DEMO_SECRET.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
-        response = self.app.dispatch(
-            BoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"],
-                                            "x-slack-request-timestamp": [timestamp], "x-slack-signature": [signature]})
-        )
+        response = self._dispatch(body)
         reply = _json(response.body)
         if response.status != 200:
             self._line("irbot", f"(HTTP {response.status})")
         elif reply.get("text"):
             private = reply.get("response_type") != "in_channel"
             self._line("irbot" + (f" (only {user} sees this)" if private else ""), reply["text"])
+        self._settle()
+
+    def click(self, user: str, action_id: str, request_id: str) -> None:
+        """A button press on a message, sent as Slack sends block_actions."""
+        import json
+
+        label = {"ir_approve": "Approve", "ir_deny": "Deny", "ir_cancel": "Cancel"}[action_id]
+        self._line(user, f"[clicks {label} on request {request_id}, and confirms]")
+        payload = {
+            "type": "block_actions", "team": {"id": "T0DEMO"}, "user": {"id": _user_id(user), "name": user},
+            "channel": {"id": CHANNEL}, "api_app_id": "A0DEMO", "trigger_id": "demo", "response_url": self.slack.response_url(user),
+            "container": {"type": "message", "channel_id": CHANNEL},
+            "actions": [{"type": "button", "action_id": action_id, "block_id": f"approval:{request_id}", "value": request_id,
+                         "action_ts": str(time.time())}],
+        }
+        self._dispatch(urlencode({"payload": json.dumps(payload)}))
+        time.sleep(0.2)  # Bolt runs the listener on its own thread after the ack
+        self._settle()
+
+    def pending_request(self) -> str:
+        for call in reversed(self.slack.calls_to("chat.postMessage")):
+            for block in call.params.get("blocks") or []:
+                if block.get("type") == "actions":
+                    return block["elements"][0]["value"]
+        raise RuntimeError("no approval card was posted")
+
+    def _dispatch(self, body: str):
+        from slack_bolt.request import BoltRequest
+
+        timestamp = str(int(time.time()))
+        signature = "v0=" + hmac.new(DEMO_SECRET.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+        return self.app.dispatch(
+            BoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"],
+                                            "x-slack-request-timestamp": [timestamp], "x-slack-signature": [signature]})
+        )
+
+    def _settle(self) -> None:
+        """Let the worker run what was queued, then print what appeared in the channel."""
         self.worker.work(burst=True, logging_level="ERROR")
-        for message in self.slack.messages(CHANNEL)[self.seen:]:
-            self._line("irbot", _readable(message["text"]))
-        self.seen = len(self.slack.messages(CHANNEL))
+        calls = self.slack.calls
+        for call in calls[self.seen:]:
+            if call.method == "chat.postMessage":
+                self._line("irbot", _readable(call.params.get("text", "")))
+            elif call.method == "chat.update":
+                self._line("irbot (updates its message)", _readable(call.params.get("text", "")))
+            elif call.method == "chat.postEphemeral":
+                self._line(f"irbot (only {PEOPLE.get(call.params.get('user'), '?')} sees this)", _readable(call.params.get("text", "")))
+        self.seen = len(calls)
+
+    def verify_audit(self, connection) -> None:
+        import boto3
+
+        from workers.audit import AuditTrail, load_batches, verify
+
+        trail = AuditTrail(connection)
+        batches, problems = load_batches(boto3.client("s3", region_name=REGION), BUCKET)
+        problems += verify(trail, batches)
+        seq, head = trail.head()
+        verdict = "intact" if not problems else f"BROKEN at {problems[0]}"
+        print(f"Audit trail (as `irbot audit verify` checks it): {seq} records, {len(batches)} sealed batches, chain {verdict}.", file=self.out)
 
     def verify_evidence(self) -> None:
         import boto3
 
         s3 = boto3.client("s3", region_name=REGION)
-        objects = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        objects = [o for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) if not o["Key"].startswith("audit/")]
         good = 0
         for item in objects:
             obj = s3.get_object(Bucket=BUCKET, Key=item["Key"])
             if hashlib.sha256(obj["Body"].read()).hexdigest() == obj["Metadata"].get("sha256"):
                 good += 1
         print("=" * 78, file=self.out)
-        print(f"Evidence bucket s3://{BUCKET}: {len(objects)} objects, {good} of them match their sha256 metadata.", file=self.out)
+        print(f"Evidence bucket s3://{BUCKET}: {len(objects)} evidence objects, {good} of them match their sha256 metadata.", file=self.out)
 
     def _line(self, who: str, text: str) -> None:
         text = _mentions(text)
@@ -171,6 +226,15 @@ class Scene:
         print(f"[{self.clock}] {who}: " + first, file=self.out)
         for line in rest:
             print(textwrap.indent(textwrap.shorten(line, width=width * 3, placeholder=" …") if len(line) > width * 3 else line, "        "), file=self.out)
+
+
+def _user_id(name: str) -> str:
+    return next(k for k, v in PEOPLE.items() if v == name)
+
+
+EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_mark:": "✅", ":x:": "❌", ":no_entry:": "⛔",
+         ":heavy_multiplication_x:": "✖", ":alarm_clock:": "⏰", ":small_blue_diamond:": "🔹", ":ballot_box_with_check:": "☑",
+         ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍"}
 
 
 def _json(body: str) -> dict:
@@ -188,4 +252,6 @@ def _mentions(text: str) -> str:
 
 def _readable(text: str) -> str:
     """Presigned links are long; the transcript shows where they point, not the signature."""
+    for code, symbol in EMOJI.items():
+        text = text.replace(code, symbol)
     return re.sub(r"https?://\S+?/(\S+?)\?\S+", lambda m: f"<link to {m.group(1).rsplit('/', 1)[-1]}>", text)

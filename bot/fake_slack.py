@@ -33,6 +33,7 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.calls: list[Call] = []
         self.outside_channels: set[str] = set()  # channels the bot is not a member of
+        self.usergroups: dict[str, dict] = {}  # id → {"handle": ..., "users": [...]}
         self._ts = itertools.count(1)
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -93,6 +94,17 @@ class FakeSlack:
         """Messages the bot posted in ``channel`` (chat.postMessage), newest last."""
         return [c.params for c in self.calls_to("chat.postMessage") if c.params.get("channel") == channel]
 
+    def current(self, channel: str, ts: str) -> dict | None:
+        """A message as the channel shows it now: the post, or its latest chat.update."""
+        with self._changed:
+            versions = [c.params for c in self.calls if c.method in ("chat.postMessage", "chat.update")
+                        and c.params.get("channel") == channel and c.params.get("ts") == ts]
+        return versions[-1] if versions else None
+
+    def ephemerals(self, user: str) -> list[str]:
+        """Texts shown only to ``user`` (chat.postEphemeral)."""
+        return [c.params.get("text", "") for c in self.calls_to("chat.postEphemeral") if c.params.get("user") == user]
+
     def wait_for(self, predicate: Callable[["FakeSlack"], Any], timeout: float = 30.0):
         """Block until ``predicate(self)`` is truthy; return its value, or raise TimeoutError."""
         deadline = time.monotonic() + timeout
@@ -110,6 +122,7 @@ class FakeSlack:
         with self._changed:
             self.calls.clear()
             self.outside_channels.clear()
+            self.usergroups.clear()
 
     # -- answering ---------------------------------------------------------------------
 
@@ -160,7 +173,19 @@ class FakeSlack:
         return {"ok": True, "url": "ws://127.0.0.1:9/link"}
 
     def _chat_update(self, params):
+        posted = any(c.method == "chat.postMessage" and c.params.get("ts") == params.get("ts") for c in self.calls)
+        if not posted:
+            return {"ok": False, "error": "message_not_found"}
         return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}
+
+    def _usergroups_list(self, params):
+        return {"ok": True, "usergroups": [{"id": gid, "handle": g["handle"]} for gid, g in self.usergroups.items()]}
+
+    def _usergroups_users_list(self, params):
+        group = self.usergroups.get(params.get("usergroup", ""))
+        if group is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(group["users"])}
 
     def _chat_postEphemeral(self, params):
         return {"ok": True, "message_ts": self._next_ts()}

@@ -47,7 +47,6 @@ class Spec:
     target: str | None = None  # "instance", "access-key", "memory-target"
     many: bool = False
     options: tuple[Option, ...] = ()
-    available: bool = False
 
     @property
     def usage(self) -> str:
@@ -64,8 +63,8 @@ TARGET_EXAMPLES = {"instance": "i-0123456789abcdef0", "access-key": "AKIAIOSFODN
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in (
-        Spec("help", "list the commands", available=True),
-        Spec("collect", "save an instance's metadata and console output as evidence", "instance", options=(REGION,), available=True),
+        Spec("help", "list the commands"),
+        Spec("collect", "save an instance's metadata and console output as evidence", "instance", options=(REGION,)),
         Spec("isolate", "quarantine an instance: protect it, take it out of service, cut its network and credentials", "instance", options=(REGION, DRY_RUN)),
         Spec("release", "undo an isolation, restoring what was recorded", "instance", options=(REGION, DRY_RUN)),
         Spec("snapshot", "snapshot every volume of an instance", "instance", options=(REGION, Option("--copy-to-kms", "KEY"))),
@@ -91,11 +90,12 @@ class Command:
         return SPECS[self.name]
 
 
-def help_text() -> str:
+def help_text(available=frozenset(SPECS), gated=frozenset()) -> str:
     lines = ["*irbot* — AWS incident response from this channel. Commands:"]
     for spec in SPECS.values():
-        soon = "" if spec.available else " _(not available yet)_"
-        lines.append(f"• `{spec.usage}` — {spec.summary}{soon}")
+        soon = "" if spec.name in available else " _(not available yet)_"
+        approval = " _(needs approval by a second person, except with --dry-run)_" if spec.name in gated else ""
+        lines.append(f"• `{spec.usage}` — {spec.summary}{approval}{soon}")
     lines.append("Targets: an instance ID like `i-0123456789abcdef0`, an access key ID like `AKIAIOSFODNN7EXAMPLE`, or for memory `user@host[:port]`.")
     lines.append("`--region R` works on every AWS command; without it the worker's default region is used.")
     return "\n".join(lines)

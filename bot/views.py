@@ -9,8 +9,8 @@ def ephemeral(text: str) -> dict:
     return {"response_type": "ephemeral", "text": text}
 
 
-def help_reply() -> dict:
-    return ephemeral(help_text())
+def help_reply(available, gated) -> dict:
+    return ephemeral(help_text(available, gated))
 
 
 def queued(command: Command, user_id: str, request_id: str) -> dict:
@@ -20,6 +20,15 @@ def queued(command: Command, user_id: str, request_id: str) -> dict:
     return {
         "response_type": "in_channel",
         "text": f"<@{user_id}> ran `/ir {command.name} {targets}`{region}: queued as request `{request_id}`; results will follow here.",
+    }
+
+
+def awaiting_approval(command: Command, user_id: str, request_id: str) -> dict:
+    targets = " ".join(command.targets)
+    return {
+        "response_type": "in_channel",
+        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it changes AWS, so it needs approval by someone else. "
+        f"The plan and the Approve / Deny buttons follow here (request `{request_id}`).",
     }
 
 

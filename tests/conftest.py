@@ -100,8 +100,8 @@ def slack():
 
 
 @pytest.fixture
-def irbot_env(aws, slack, redis_url, monkeypatch):
-    """Everything irbot reads from its environment, pointed at the test's real parts."""
+def irbot_env(aws, slack, redis_conn, redis_url, monkeypatch):
+    """Everything irbot reads from its environment, pointed at the test's real parts (Redis emptied)."""
     values = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,

@@ -101,3 +101,10 @@ def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence",
         where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock, **where)
     return {"session": session, "region": region, "vpc": vpc, "subnet": subnet, "group": group, "instance": instance, "bucket": bucket, "profile": profile["Arn"]}
+
+
+def evidence_keys(bucket: str = "ir-evidence") -> list[str]:
+    """The evidence objects in the bucket, leaving out the sealed audit batches."""
+    s3 = boto3.client("s3")
+    contents = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return [o["Key"] for o in contents if not o["Key"].startswith("audit/")]

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from actions.errors import explain
-from tests.helpers import CHANNEL, RESPONDER, make_world
+from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world
 from workers.jobs import run_command
 from workers.request import CommandRequest
 
@@ -106,7 +106,7 @@ def test_access_denied_is_one_sentence_naming_the_permission_and_nothing_is_stor
     assert outcome["ok"] is False and outcome["error"].startswith(expected)
     [message] = slack.messages(CHANNEL)
     assert expected in message["text"] and "Traceback" not in message["text"]
-    assert boto3.client("s3").list_objects_v2(Bucket="ir-evidence")["KeyCount"] == 0
+    assert evidence_keys() == []
 
 
 def test_a_part_that_is_denied_is_noted_and_the_rest_is_still_collected(irbot_env, slack, faulty):

@@ -23,6 +23,7 @@ GOOD = {
     "SLACK_SIGNING_SECRET": SIGNING_SECRET,
     "REDIS_URL": "redis://127.0.0.1:1/0",
     "IR_RESPONDERS": RESPONDER,
+    "IR_APPROVERS": "U0BOB0002",
     "IR_EVIDENCE_BUCKET": "ir-evidence",
     "AWS_REGION": "us-east-1",
 }

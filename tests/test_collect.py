@@ -11,7 +11,7 @@ import pytest
 
 from actions.collect import collect, decode_console_output
 from actions.errors import ActionError
-from tests.helpers import CHANNEL, RESPONDER, make_world
+from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world
 from workers.jobs import run_command
 from workers.request import CommandRequest
 
@@ -113,7 +113,7 @@ def test_a_missing_instance_is_a_sentence_in_the_channel_and_nothing_is_stored(i
     make_world()
     outcome = run_command(request_for("i-0123456789abcdef0").to_dict())
     assert outcome == {"ok": False, "error": "Instance i-0123456789abcdef0 was not found in us-east-1: check the ID, and the region (add --region R)."}
-    assert boto3.client("s3").list_objects_v2(Bucket="ir-evidence").get("KeyCount") == 0
+    assert evidence_keys() == []
     [message] = slack.messages(CHANNEL)
     assert "was not found in us-east-1" in message["text"]
     assert "Traceback" not in message["text"]

@@ -23,7 +23,9 @@ from tests.helpers import (
     CHANNEL,
     OUTSIDER,
     RESPONDER,
+    SECOND_RESPONDER,
     SIGNING_SECRET,
+    evidence_keys,
     free_port,
     make_world,
     signed_headers,
@@ -110,7 +112,8 @@ def irbot(moto_endpoint, redis_url, module_slack, tmp_path_factory):
             "SLACK_API_URL": module_slack.api_url,
             "REDIS_URL": redis_url,
             "IR_EVIDENCE_BUCKET": "ir-evidence",
-            "IR_RESPONDERS": RESPONDER,
+            "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
+            "IR_APPROVERS": SECOND_RESPONDER,
             "PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         }
@@ -134,10 +137,6 @@ def world(irbot, module_slack, moto_endpoint, monkeypatch):
 
 def job_count(redis_url: str) -> int:
     return sum(1 for _ in redis.Redis.from_url(redis_url).scan_iter("rq:job:*"))
-
-
-def evidence_keys() -> list[str]:
-    return [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="ir-evidence").get("Contents", [])]
 
 
 def test_healthz_answers_200(irbot):
@@ -259,7 +258,7 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
     fake = FakeSlack(BOT_TOKEN, app_token=app_token).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
     env.update({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": fake.api_url,
-                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "PYTHONUNBUFFERED": "1"})
+                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "IR_APPROVERS": SECOND_RESPONDER, "PYTHONUNBUFFERED": "1"})
     log = tmp_path / "serve.log"
     process = subprocess.Popen([IRBOT, "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:

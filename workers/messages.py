@@ -56,3 +56,129 @@ def failed(request: CommandRequest, sentence: str) -> tuple[str, list[dict]]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
     ]
     return text, blocks
+
+
+OUTCOME_MARKS = {"done": ":white_check_mark:", "already so": ":ballot_box_with_check:", "skipped": ":fast_forward:", "failed": ":x:", "would do": ":small_blue_diamond:"}
+STATE_HEADINGS = {
+    "planning": ":hourglass_flowing_sand: Planning",
+    "pending": ":lock: Approval needed",
+    "approved": ":unlock: Approved",
+    "running": ":gear: Running",
+    "finished": ":white_check_mark: Done",
+    "failed": ":x: Failed",
+    "denied": ":no_entry: Denied",
+    "cancelled": ":heavy_multiplication_x: Cancelled",
+    "expired": ":alarm_clock: Expired",
+}
+
+
+def _when(epoch: float | None) -> str:
+    from datetime import datetime, timezone
+
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def step_lines(steps: list[dict]) -> list[str]:
+    return [
+        f"{i}. {OUTCOME_MARKS.get(s['outcome'], '')} {escape(s['title'])} — {s['outcome']}" + (f": {escape(s['detail'])}" if s.get("detail") else "")
+        for i, s in enumerate(steps, 1)
+    ]
+
+
+def approval_card(pending) -> tuple[str, list[dict]]:
+    """The one message a gated request lives in, drawn for its current state."""
+    request = pending.request
+    command = f"/ir {request.command} {' '.join(request.targets)}"
+    region = request.region or "the default region"
+    heading = STATE_HEADINGS.get(pending.state, pending.state)
+    status = _status_line(pending)
+    plan = step_lines(pending.steps or pending.plan)
+    plan_title = "Steps" if pending.steps else "Plan (dry run, nothing changed yet)"
+
+    text = "\n".join([f"{heading}: `{command}` in {region}, requested by <@{request.user_id}> (request {pending.id}).", status, *plan])
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: `{escape(command)}` in {region}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"requested by <@{request.user_id}> · incident `{request.incident or request.channel_id}` · request `{pending.id}`"
+            f" · expires <!date^{int(pending.expires_at)}^{{time}}|{_when(pending.expires_at)}>")}]},
+    ]
+    if plan:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{plan_title}*\n" + "\n".join(plan)[:2900]}})
+    if pending.state == "pending":
+        blocks.append({
+            "type": "actions",
+            "block_id": f"approval:{pending.id}",
+            "elements": [
+                {"type": "button", "action_id": "ir_approve", "style": "primary", "value": pending.id,
+                 "text": {"type": "plain_text", "text": "Approve"},
+                 "confirm": {"title": {"type": "plain_text", "text": "Approve this action?"},
+                             "text": {"type": "mrkdwn", "text": f"`{escape(command)}` will run against AWS as soon as the quorum is reached."},
+                             "confirm": {"type": "plain_text", "text": "Approve"}, "deny": {"type": "plain_text", "text": "Back"}}},
+                {"type": "button", "action_id": "ir_deny", "style": "danger", "value": pending.id, "text": {"type": "plain_text", "text": "Deny"}},
+                {"type": "button", "action_id": "ir_cancel", "value": pending.id, "text": {"type": "plain_text", "text": "Cancel (requester)"}},
+            ],
+        })
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
+    return text, blocks
+
+
+def _status_line(pending) -> str:
+    approvals = ", ".join(f"<@{a}> at {_when(pending.approvals[a])}" for a in pending.approvers)
+    if pending.state == "planning":
+        return "Working out the plan…"
+    if pending.state == "pending":
+        needed = pending.quorum - len(pending.approvals)
+        so_far = f" Approved so far by {approvals}." if approvals else ""
+        return f"Needs {needed} more approval{'s' if needed != 1 else ''} from an approver other than <@{pending.requester}>.{so_far}"
+    if pending.state in ("approved", "running", "finished", "failed") and approvals:
+        tail = {"approved": "", "running": " Running now.", "finished": " Finished.", "failed": " Failed."}[pending.state]
+        note = f" {escape(pending.note)}" if pending.note else ""
+        return f"Approved by {approvals}.{tail}{note}"
+    if pending.state in ("denied", "cancelled"):
+        return f"{pending.state.capitalize()} by <@{pending.ended_by}> at {_when(pending.ended_at)}; nothing was changed."
+    if pending.state == "expired":
+        return f"Expired unapproved at {_when(pending.ended_at or pending.expires_at)}; nothing was changed."
+    return f"{pending.state.capitalize()}. {escape(pending.note)}".strip()
+
+
+def steps_report(request: CommandRequest, result: Result, *, dry_run: bool) -> tuple[str, list[dict]]:
+    """A finished (or dry-run) action that changes things, step by step."""
+    command = f"/ir {request.command} {' '.join(request.targets)}"
+    heading = "Dry run, nothing changed" if dry_run else "Done"
+    lines = step_lines([s.to_dict() for s in result.steps])
+    text = "\n".join([f"{heading}: `{command}` in {result.region}, for <@{request.user_id}>.", *lines])
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: `{escape(command)}` in {result.region}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "No steps."}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
+    ]
+    return text, blocks
+
+
+def audit_trail(incident: str, records: list[dict], head: tuple[int, str], sealed: int, limit: int = 40) -> str:
+    shown = records[-limit:]
+    lines = [f"*Audit trail of {incident}* ({len(records)} records, newest last)"]
+    if len(records) > limit:
+        lines.append(f"_{len(records) - limit} earlier records: `irbot audit export --incident {incident}`_")
+    for r in shown:
+        actor = f"<@{r['actor']}>" if r["actor"][:1] in ("U", "W") else r["actor"]
+        request = r.get("params", {}).get("request")
+        what = f"{r['action']} {r.get('target', '')} {_detail(r)}".strip()
+        lines.append(f"`#{r['seq']}` {r['time'][11:19]} {actor} {escape(what)} → {escape(str(r.get('outcome', '')))}" + (f" (request {request})" if request else ""))
+    seq, digest = head
+    lines.append(f"Chain head: record #{seq}, sha256 `{digest}`; sealed to the evidence bucket up to #{sealed}.")
+    return "\n".join(lines)
+
+
+def _detail(record: dict) -> str:
+    """The one parameter worth reading in a trail line."""
+    params = record.get("params", {})
+    if record["action"] == "evidence.stored":
+        return f"{params.get('key', '').rsplit('/', 1)[-1]} sha256 {params.get('sha256', '')[:12]}…"
+    if record["action"] == "step":
+        return f"[{params.get('title', '')}]"
+    if record["action"] in ("approval.refused", "request.refused", "job.refused"):
+        return f"({params.get('why', '')})"
+    return ""

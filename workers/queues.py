@@ -29,6 +29,23 @@ def queues(connection: Redis) -> list[Queue]:
     return [Queue(name, connection=connection, serializer=SERIALIZER) for name in QUEUE_NAMES]
 
 
+def queue(connection: Redis) -> Queue:
+    return Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
+
+
+def enqueue_gated(connection: Redis, request_id: str) -> str:
+    """Queue the planning of a gated request (its dry run and approval card)."""
+    return queue(connection).enqueue("workers.jobs.prepare_request", request_id, job_id=f"plan-{request_id}", result_ttl=7 * 24 * 3600).id
+
+
+def enqueue_execution(connection: Redis, request_id: str) -> str:
+    """Queue the execution of an approved request; the approval book lets only one run start."""
+    job = queue(connection).enqueue(
+        "workers.jobs.execute_request", request_id, job_id=f"run-{request_id}", job_timeout=60 * 60, result_ttl=30 * 24 * 3600
+    )
+    return job.id
+
+
 def enqueue(connection: Redis, request: CommandRequest) -> str:
     """Queue ``request`` for a worker; returns the job ID."""
     queue = Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)

@@ -32,3 +32,11 @@ def post(client: WebClient, request: CommandRequest, text: str, blocks: list[dic
         log.warning("posting through response_url", slack_error=error, channel=request.channel_id)
     WebhookClient(request.response_url).send(text=text, blocks=blocks, response_type="in_channel", replace_original=False)
     return None
+
+
+def update(client: WebClient, channel: str, ts: str, text: str, blocks: list[dict]) -> None:
+    """Redraw a message in place; a failure is logged, never raised (the state lives in Redis)."""
+    try:
+        client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        log.error("message update failed", slack_error=exc.response.get("error", ""), channel=channel)

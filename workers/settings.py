@@ -31,7 +31,10 @@ VARIABLES = (
     Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
     Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "43200"),
     Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir", ("serve",)),
-    Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve", ()),
+    Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve (or set IR_APPROVER_GROUP)", ("serve", "worker")),
+    Variable("IR_APPROVER_GROUP", "a Slack user group (ID S... or handle) whose members may approve", ()),
+    Variable("IR_APPROVAL_QUORUM", "how many approvers, besides the requester, a gated request needs", (), "1"),
+    Variable("IR_APPROVAL_EXPIRY_SECONDS", "how long a gated request waits for approval", (), "1800"),
     Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
@@ -55,6 +58,9 @@ class Settings:
     link_expiry_seconds: int
     responders: frozenset[str]
     approvers: frozenset[str]
+    approver_group: str | None
+    approval_quorum: int
+    approval_expiry_seconds: int
     port: int
     aws_region: str | None
     log_level: str = "INFO"
@@ -80,6 +86,8 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
     for variable in VARIABLES:
         if command in variable.needed_by and not get(variable.name):
             if variable.name == "AWS_REGION" and get("AWS_DEFAULT_REGION"):
+                continue
+            if variable.name == "IR_APPROVERS" and get("IR_APPROVER_GROUP"):
                 continue
             if variable.name == "SLACK_SIGNING_SECRET" and get("SLACK_APP_TOKEN"):
                 continue  # Socket Mode has no signed HTTP requests
@@ -129,6 +137,9 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         link_expiry_seconds=_integer(get, "IR_LINK_EXPIRY_SECONDS", 43200, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
         responders=_user_ids(get, "IR_RESPONDERS"),
         approvers=_user_ids(get, "IR_APPROVERS"),
+        approver_group=_group(get),
+        approval_quorum=_integer(get, "IR_APPROVAL_QUORUM", 1, 1, 10, "a number of approvers from 1 to 10"),
+        approval_expiry_seconds=_integer(get, "IR_APPROVAL_EXPIRY_SECONDS", 1800, 1, 7 * 24 * 3600, "a number of seconds from 1 to 604800"),
         port=_integer(get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
         aws_region=region,
         log_level=log_level,
@@ -146,6 +157,16 @@ def _integer(get, name: str, default: int, low: int, high: int, what: str) -> in
     if not low <= value <= high:
         raise ConfigError(f"{name} is malformed: it should hold {what}.")
     return value
+
+
+def _group(get) -> str | None:
+    raw = get("IR_APPROVER_GROUP")
+    if raw is None:
+        return None
+    group = raw.lstrip("@")
+    if not re.match(r"^[A-Za-z0-9._-]{1,80}$", group):
+        raise ConfigError("IR_APPROVER_GROUP is malformed: it should hold a Slack user group ID (S0123ABCD) or handle (ir-approvers).")
+    return group
 
 
 def _user_ids(get, name: str) -> frozenset[str]:

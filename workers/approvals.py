@@ -1,0 +1,335 @@
+"""Approval state: the two-person rule as a state machine in Redis.
+
+A request that changes AWS (or runs code on a host) waits here until enough
+approvers other than the requester approve it. Every transition is one atomic
+Lua script, so a replayed click or two approvers clicking together can move a
+request only once, and exactly one execution can start.
+
+    planning → pending → approved → running → finished | failed
+                   ↘ denied | cancelled | expired
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from redis import Redis
+
+from workers.audit import AuditTrail
+from workers.request import CommandRequest
+
+PLANNING, PENDING, APPROVED, RUNNING = "planning", "pending", "approved", "running"
+FINISHED, FAILED, DENIED, CANCELLED, EXPIRED = "finished", "failed", "denied", "cancelled", "expired"
+ENDED = frozenset({FINISHED, FAILED, DENIED, CANCELLED, EXPIRED})
+SELF_APPROVAL = "You asked for this, so you can't approve it: the two-person rule needs an approver other than the requester."
+KEEP_SECONDS = 90 * 24 * 3600  # a request's record outlives its incident's evidence links
+
+
+def request_key(request_id: str) -> str:
+    return f"irbot:request:{request_id}"
+
+
+def approvals_key(request_id: str) -> str:
+    return f"irbot:request:{request_id}:approvals"
+
+
+# Moves a request from one of ARGV[1] (comma-separated states) to ARGV[2], setting the
+# field/value pairs that follow. A pending request past its expiry becomes expired instead.
+TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing', ''} end
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+if state == 'pending' and ARGV[2] ~= 'expired' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= now then
+  redis.call('HSET', KEYS[1], 'state', 'expired', 'ended_at', tostring(now), 'ended_by', 'irbot')
+  return {'refused', 'expired'}
+end
+if string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) == nil then return {'refused', state} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', tostring(now))
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {'ok', state}
+"""
+
+# Counts ARGV[1]'s approval of a pending request; approved once the quorum is reached.
+APPROVE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing', ''} end
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+if state == 'pending' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= now then
+  redis.call('HSET', KEYS[1], 'state', 'expired', 'ended_at', tostring(now), 'ended_by', 'irbot')
+  return {'refused', 'expired'}
+end
+if state ~= 'pending' then return {'refused', state} end
+if redis.call('HGET', KEYS[1], 'requester') == ARGV[1] then return {'self', state} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'again', state} end
+redis.call('HSET', KEYS[2], ARGV[1], tostring(now))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+if redis.call('HLEN', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'quorum')) then
+  redis.call('HSET', KEYS[1], 'state', 'approved', 'approved_at', tostring(now), 'updated_at', tostring(now))
+  return {'approved', 'pending'}
+end
+return {'counted', 'pending'}
+"""
+
+
+@dataclass
+class PendingRequest:
+    """A gated request as stored in Redis."""
+
+    request: CommandRequest
+    state: str
+    quorum: int
+    expires_at: float
+    approvals: dict[str, float] = field(default_factory=dict)  # approver → when
+    plan: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    message_ts: str = ""
+    ended_by: str = ""
+    ended_at: float | None = None
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def requester(self) -> str:
+        return self.request.user_id
+
+    @property
+    def approvers(self) -> list[str]:
+        return sorted(self.approvals, key=self.approvals.get)
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    state: str  # the request's state after the call
+    reason: str = ""  # for a refusal: the sentence to show the person who clicked
+    request: PendingRequest | None = None
+
+
+class ApprovalBook:
+    def __init__(
+        self,
+        connection: Redis,
+        audit: AuditTrail,
+        *,
+        responders: Iterable[str],
+        approvers: Iterable[str] = (),
+        group_members: Callable[[], Iterable[str]] | None = None,
+        quorum: int = 1,
+        expiry_seconds: int = 1800,
+    ):
+        self.connection = connection
+        self.audit = audit
+        self.responders = frozenset(responders)
+        self.approvers = frozenset(approvers)
+        self.group_members = group_members
+        self.quorum = quorum
+        self.expiry_seconds = expiry_seconds
+        self._transition = connection.register_script(TRANSITION)
+        self._approve = connection.register_script(APPROVE)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, request_id: str) -> PendingRequest | None:
+        data = {k.decode(): v.decode() for k, v in self.connection.hgetall(request_key(request_id)).items()}
+        if not data:
+            return None
+        approvals = {k.decode(): float(v) for k, v in self.connection.hgetall(approvals_key(request_id)).items()}
+        return PendingRequest(
+            request=CommandRequest.from_dict(json.loads(data["request"])),
+            state=data["state"],
+            quorum=int(data["quorum"]),
+            expires_at=float(data["expires_at"]),
+            approvals=approvals,
+            plan=json.loads(data.get("plan") or "[]"),
+            steps=json.loads(data.get("steps") or "[]"),
+            message_ts=data.get("message_ts", ""),
+            ended_by=data.get("ended_by", ""),
+            ended_at=float(data["ended_at"]) if data.get("ended_at") else None,
+            note=data.get("note", ""),
+        )
+
+    def may_approve(self, user_id: str) -> bool:
+        if user_id in self.approvers:
+            return True
+        return bool(self.group_members) and user_id in set(self.group_members())
+
+    # -- transitions ------------------------------------------------------------------
+
+    def open(self, request: CommandRequest) -> Decision:
+        """Record a new gated request, waiting for its plan."""
+        if request.user_id not in self.responders:
+            return Decision(False, "", "You are not on irbot's responder list (IR_RESPONDERS), so you can't ask for this.")
+        key = request_key(request.id)
+        created = self.connection.hsetnx(key, "state", PLANNING)
+        if not created:
+            return Decision(False, "", f"Request {request.id} exists already.")
+        self.connection.hset(
+            key,
+            mapping={
+                "request": json.dumps(request.to_dict()),
+                "requester": request.user_id,
+                "quorum": self.quorum,
+                "expires_at": time.time() + self.expiry_seconds,
+                "created_at": time.time(),
+            },
+        )
+        self.connection.expire(key, KEEP_SECONDS)
+        self._record(request, request.user_id, "request.opened", {"quorum": self.quorum, "expires_in_seconds": self.expiry_seconds}, PLANNING)
+        return Decision(True, PLANNING, request=self.get(request.id))
+
+    def plan_ready(self, request_id: str, plan: list[dict], message_ts: str, *, actor: str = "worker") -> Decision:
+        """The dry-run plan is posted; the request now waits for approvers."""
+        expires_at = time.time() + self.expiry_seconds
+        return self._move(request_id, [PLANNING], PENDING, actor, "request.pending",
+                          fields={"plan": json.dumps(plan), "message_ts": message_ts, "expires_at": expires_at},
+                          params={"plan": [s.get("title", "") + ": " + s.get("detail", "") for s in plan]})
+
+    def plan_failed(self, request_id: str, reason: str, *, actor: str = "worker") -> Decision:
+        return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": time.time(), "ended_by": "irbot"}, params={"reason": reason})
+
+    def approve(self, request_id: str, user_id: str) -> Decision:
+        pending = self.get(request_id)
+        if pending is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        if user_id == pending.requester:
+            self._record(pending.request, user_id, "approval.refused", {"why": "self-approval"}, "refused")
+            return Decision(False, pending.state, SELF_APPROVAL, pending)
+        if not self.may_approve(user_id):
+            self._record(pending.request, user_id, "approval.refused", {"why": "not an approver"}, "refused")
+            return Decision(False, pending.state, "Only irbot's approvers (IR_APPROVERS, or the IR_APPROVER_GROUP user group) can approve, and you are not one of them.", pending)
+        verdict, state = (v.decode() for v in self._approve(keys=[request_key(request_id), approvals_key(request_id)], args=[user_id, KEEP_SECONDS]))
+        pending = self.get(request_id)
+        if verdict == "self":
+            self._record(pending.request, user_id, "approval.refused", {"why": "self-approval"}, "refused")
+            return Decision(False, pending.state, SELF_APPROVAL, pending)
+        if verdict == "again":
+            return Decision(False, pending.state, "You have approved this request already; it needs a different approver.", pending)
+        if verdict in ("refused", "missing"):
+            if state == EXPIRED and pending.ended_by == "irbot" and not self._audited(pending, "request.expired"):
+                self._record(pending.request, "irbot", "request.expired", {}, EXPIRED)
+            return Decision(False, pending.state, self._ended_sentence(pending, "approved"), pending)
+        self._record(pending.request, user_id, "request.approved" if verdict == "approved" else "approval.counted",
+                     {"approvals": len(pending.approvals), "quorum": pending.quorum}, verdict)
+        return Decision(True, pending.state, request=pending)
+
+    def deny(self, request_id: str, user_id: str) -> Decision:
+        pending = self.get(request_id)
+        if pending is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        if user_id != pending.requester and not self.may_approve(user_id):
+            return Decision(False, pending.state, "Only irbot's approvers can deny a request; the requester can cancel it.", pending)
+        if user_id == pending.requester:
+            return self.cancel(request_id, user_id)
+        return self._move(request_id, [PENDING, PLANNING], DENIED, user_id, "request.denied", fields={"ended_by": user_id, "ended_at": time.time()}, verb="denied")
+
+    def cancel(self, request_id: str, user_id: str) -> Decision:
+        pending = self.get(request_id)
+        if pending is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        if user_id != pending.requester:
+            return Decision(False, pending.state, f"Only <@{pending.requester}>, who asked for this, can cancel it.", pending)
+        return self._move(request_id, [PENDING, PLANNING], CANCELLED, user_id, "request.cancelled", fields={"ended_by": user_id, "ended_at": time.time()}, verb="cancelled")
+
+    def expire(self, request_id: str) -> Decision:
+        """Called when the expiry is due; a request already decided is left as it is."""
+        pending = self.get(request_id)
+        if pending is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        if pending.state == PENDING and pending.expires_at > time.time():
+            return Decision(False, pending.state, "not due yet", pending)
+        if pending.state == EXPIRED:
+            if not self._audited(pending, "request.expired"):
+                self._record(pending.request, "irbot", "request.expired", {}, EXPIRED)
+            return Decision(True, EXPIRED, request=pending)
+        return self._move(request_id, [PENDING, PLANNING], EXPIRED, "irbot", "request.expired", fields={"ended_by": "irbot", "ended_at": time.time()})
+
+    def start(self, request_id: str, worker: str) -> Decision:
+        """Approved → running, once. Re-checks the two-person rule before anything runs."""
+        pending = self.get(request_id)
+        if pending is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        # Whoever approved must still be an approver other than the requester: the listener
+        # checked this at the click, and the worker checks again before anything runs.
+        others = [a for a in pending.approvals if a != pending.requester and self.may_approve(a)]
+        if pending.state == APPROVED and len(others) < pending.quorum:
+            self._move(request_id, [APPROVED], FAILED, worker, "request.failed", fields={"note": "approvals do not satisfy the two-person rule", "ended_at": time.time(), "ended_by": worker})
+            return Decision(False, FAILED, "The approvals on record do not satisfy the two-person rule; nothing was run.", pending)
+        return self._move(request_id, [APPROVED], RUNNING, worker, "job.started", verb="started")
+
+    def finish(self, request_id: str, worker: str, *, ok: bool, steps: list[dict], note: str = "") -> Decision:
+        return self._move(request_id, [RUNNING], FINISHED if ok else FAILED, worker, "job.finished",
+                          fields={"steps": json.dumps(steps), "note": note, "ended_at": time.time(), "ended_by": worker},
+                          params={"ok": ok, "note": note})
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _move(self, request_id, sources, target, actor, audit_action, *, fields=None, params=None, verb="") -> Decision:
+        args = [",".join(sources), target]
+        for name, value in (fields or {}).items():
+            args += [name, str(value)]
+        verdict, before = (v.decode() for v in self._transition(keys=[request_key(request_id)], args=args))
+        after = self.get(request_id)
+        if verdict == "missing" or after is None:
+            return Decision(False, "", f"irbot has no request {request_id}.")
+        if verdict != "ok":
+            if after.state == EXPIRED and not self._audited(after, "request.expired"):
+                self._record(after.request, "irbot", "request.expired", {}, EXPIRED)
+            return Decision(False, after.state, self._ended_sentence(after, verb or target), after)
+        self._record(after.request, actor, audit_action, params or {}, target)
+        return Decision(True, target, request=after)
+
+    def _record(self, request: CommandRequest, actor: str, action: str, params: dict, outcome: str) -> None:
+        self.audit.append(
+            incident=request.incident or request.channel_id,
+            actor=actor,
+            action=action,
+            target=" ".join(request.targets),
+            params={"request": request.id, "command": request.command, "options": request.options, **params},
+            outcome=outcome,
+        )
+
+    def _audited(self, pending: PendingRequest, action: str) -> bool:
+        return any(r["action"] == action and r["params"].get("request") == pending.id
+                   for r in self.audit.for_incident(pending.request.incident or pending.request.channel_id))
+
+    @staticmethod
+    def _ended_sentence(pending: PendingRequest, verb: str) -> str:
+        state = pending.state
+        who = f" by <@{pending.ended_by}>" if pending.ended_by and pending.ended_by.startswith(("U", "W")) else ""
+        if state == EXPIRED:
+            return f"Request {pending.id} expired unapproved, so it can't be {verb}. Run the command again to ask anew."
+        if state in (DENIED, CANCELLED):
+            return f"Request {pending.id} was {state}{who}, so it can't be {verb}. Run the command again to ask anew."
+        if state == APPROVED:
+            return f"Request {pending.id} is approved already and about to run."
+        if state == RUNNING:
+            return f"Request {pending.id} is running already."
+        if state in (FINISHED, FAILED):
+            return f"Request {pending.id} has run already ({state})."
+        if state == PLANNING:
+            return f"Request {pending.id} is still being planned; try again in a moment."
+        return f"Request {pending.id} is {state}, so it can't be {verb}."
+
+
+def book_from_settings(settings, connection: Redis, client=None) -> ApprovalBook:
+    """The approval book as configured; ``client`` reads the approver group from Slack."""
+    from workers.directory import GroupMembers
+
+    group = GroupMembers(client, settings.approver_group) if settings.approver_group and client is not None else None
+    return ApprovalBook(
+        connection,
+        AuditTrail(connection),
+        responders=settings.responders,
+        approvers=settings.approvers,
+        group_members=group,
+        quorum=settings.approval_quorum,
+        expiry_seconds=settings.approval_expiry_seconds,
+    )

@@ -1,0 +1,201 @@
+"""The audit trail: one hash chain of records in Redis, sealed in batches to the evidence bucket.
+
+Each record carries the SHA-256 of the one before it, so changing, removing or
+reordering a record breaks the chain from there on; sealed batches are written
+write-once, and every seal's chain head is posted in the channel, so a copy of
+the head lives outside Redis and S3 too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from redis import Redis
+from redis.exceptions import WatchError
+
+LOG = "irbot:audit:log"  # list of records, record N at index N-1
+HEAD = "irbot:audit:head"  # hash: seq, hash of the newest record
+SEALED = "irbot:audit:sealed"  # seq of the newest sealed record
+SEAL_LOCK = "irbot:audit:seal-lock"
+GENESIS = "0" * 64
+BATCH_PREFIX = "audit/"
+
+
+def incident_index(incident: str) -> str:
+    return f"irbot:audit:incident:{incident}"
+
+
+def canonical(record: dict) -> bytes:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def record_hash(record: dict) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where a chain stops being intact, and why."""
+
+    seq: int
+    reason: str
+    source: str  # "redis" or the sealed batch's key
+
+    def __str__(self) -> str:
+        return f"record {self.seq} ({self.source}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Seal:
+    key: str
+    first: int
+    last: int
+    head: str
+    sha256: str
+    url: str
+
+
+class AuditTrail:
+    def __init__(self, connection: Redis):
+        self.connection = connection
+
+    def append(self, *, incident: str, actor: str, action: str, target: str = "", params: dict | None = None, outcome: str = "") -> dict:
+        """Add one record at the end of the chain; safe with any number of writers."""
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(HEAD)
+                    head = pipe.hgetall(HEAD)
+                    seq = int(head.get(b"seq", 0)) + 1
+                    record: dict[str, Any] = {
+                        "seq": seq,
+                        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                        "incident": incident,
+                        "actor": actor,
+                        "action": action,
+                        "target": target,
+                        "params": params or {},
+                        "outcome": outcome,
+                        "prev": head.get(b"hash", GENESIS.encode()).decode(),
+                    }
+                    record["hash"] = record_hash(record)
+                    pipe.multi()
+                    pipe.rpush(LOG, json.dumps(record, sort_keys=True, ensure_ascii=False, default=str))
+                    pipe.hset(HEAD, mapping={"seq": seq, "hash": record["hash"]})
+                    pipe.rpush(incident_index(incident), seq)
+                    pipe.execute()
+                    return record
+                except WatchError:
+                    continue
+
+    def head(self) -> tuple[int, str]:
+        head = self.connection.hgetall(HEAD)
+        return int(head.get(b"seq", 0)), head.get(b"hash", GENESIS.encode()).decode()
+
+    def records(self, first: int = 1, last: int = -1) -> list[dict]:
+        """Records ``first``..``last`` (1-based, inclusive; -1 is the newest)."""
+        raw = self.connection.lrange(LOG, first - 1, last if last == -1 else last - 1)
+        return [json.loads(r) for r in raw]
+
+    def for_incident(self, incident: str) -> list[dict]:
+        seqs = [int(s) for s in self.connection.lrange(incident_index(incident), 0, -1)]
+        if not seqs:
+            return []
+        pipe = self.connection.pipeline()
+        for seq in seqs:
+            pipe.lindex(LOG, seq - 1)
+        return [json.loads(r) for r in pipe.execute() if r is not None]
+
+    def sealed_up_to(self) -> int:
+        return int(self.connection.get(SEALED) or 0)
+
+    def seal(self, store, *, incident: str = "-", actor: str = "worker") -> Seal | None:
+        """Write the records not yet sealed as one write-once batch; None when there are none."""
+        with self.connection.lock(SEAL_LOCK, timeout=120, blocking_timeout=30):
+            first = self.sealed_up_to() + 1
+            last, head = self.head()
+            if last < first:
+                return None
+            batch = self.records(first, last)
+            body = b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n" for r in batch)
+            key = f"{BATCH_PREFIX}{first:010d}-{last:010d}.jsonl"
+            stored = store.put(key, body, name=key, content_type="application/x-ndjson", description=f"audit records {first}-{last}")
+            self.connection.set(SEALED, last)
+        seal = Seal(key, first, last, head, stored.sha256, stored.url)
+        # The seal is itself a record, so the chain says when and where each batch went.
+        self.append(incident=incident, actor=actor, action="audit.sealed", target=key,
+                    params={"first": first, "last": last, "head": head, "sha256": stored.sha256}, outcome="sealed")
+        return seal
+
+
+def find_break(records: Iterable[dict], *, source: str, prev: str = GENESIS, expected_seq: int = 1) -> Break | None:
+    """The first record that doesn't recompute or doesn't follow the one before it."""
+    for record in records:
+        seq = record.get("seq")
+        if seq != expected_seq:
+            return Break(expected_seq, f"expected record {expected_seq} here but found record {seq}: a record was removed or reordered", source)
+        if record.get("prev") != prev:
+            return Break(seq, "its link to the record before it is wrong: a record before it was altered, removed or reordered", source)
+        if record.get("hash") != record_hash(record):
+            return Break(seq, "its contents do not match its hash: the record was altered", source)
+        prev, expected_seq = record["hash"], expected_seq + 1
+    return None
+
+
+def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> list[Break]:
+    """Every break found, first one first: in Redis, in the sealed batches, and between the two.
+
+    ``batches`` are (key, body, sha256 metadata) in key order.
+    """
+    problems: list[Break] = []
+    in_redis = trail.records()
+    found = find_break(in_redis, source="redis")
+    if found:
+        problems.append(found)
+
+    by_seq = {r.get("seq"): r for r in in_redis}
+    prev, expected = GENESIS, 1
+    for key, body, metadata_sha in batches:
+        try:
+            records = [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+        except ValueError:
+            problems.append(Break(expected, "the sealed batch is not readable JSON lines", key))
+            break
+        found = find_break(records, source=key, prev=prev, expected_seq=expected)
+        if found:
+            problems.append(found)
+            break
+        if metadata_sha and hashlib.sha256(body).hexdigest() != metadata_sha:
+            problems.append(Break(records[0]["seq"] if records else expected, "the batch does not match its sha256 metadata", key))
+            break
+        for record in records:
+            twin = by_seq.get(record["seq"])
+            if twin is not None and twin.get("hash") != record["hash"]:
+                problems.append(Break(record["seq"], "the sealed copy and the copy in Redis differ", key))
+                break
+        if records:
+            prev, expected = records[-1]["hash"], records[-1]["seq"] + 1
+    return sorted(problems, key=lambda b: b.seq)
+
+
+def load_batches(s3, bucket: str) -> tuple[list[tuple[str, bytes, str | None]], list[Break]]:
+    """The sealed batches in key order, and a Break for any batch that was written over."""
+    from actions.aws import call, paginate
+
+    batches, problems = [], []
+    versions = paginate(s3, "list_object_versions", "Versions", Bucket=bucket, Prefix=BATCH_PREFIX)
+    counts: dict[str, int] = {}
+    for version in versions:
+        counts[version["Key"]] = counts.get(version["Key"], 0) + 1
+    for key in sorted(counts):
+        obj = call(s3, "get_object", Bucket=bucket, Key=key)
+        batches.append((key, obj["Body"].read(), obj.get("Metadata", {}).get("sha256")))
+        if counts[key] > 1:
+            first = int(key[len(BATCH_PREFIX):].split("-")[0])
+            problems.append(Break(first, f"the sealed batch was written over ({counts[key]} versions)", key))
+    return batches, problems
