@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from bot.fake_slack import FakeSlack
-from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, SIGNING_SECRET, free_port
+from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, SIGNING_SECRET, THIRD_RESPONDER, free_port, make_world
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -115,3 +115,30 @@ def irbot_env(aws, slack, redis_conn, redis_url, monkeypatch):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return {**AWS_ENV, "AWS_ENDPOINT_URL": aws, **values}
+
+
+@pytest.fixture
+def world(aws, redis_conn):
+    """A clean account with a VPC, a running instance and an Object Lock evidence bucket; Redis emptied."""
+    return make_world()
+
+
+@pytest.fixture
+def start_irbot(moto_endpoint, redis_url, slack, tmp_path):
+    """Starts `irbot serve` + `irbot worker` with the test's settings; stops them after the test."""
+    from tests.processes import Irbot, irbot_environment
+
+    started = []
+
+    def start(**overrides):
+        env = irbot_environment(moto_endpoint, redis_url, slack, IR_RESPONDERS=f"{RESPONDER},{SECOND_RESPONDER},{THIRD_RESPONDER}", **overrides)
+        logdir = tmp_path / f"logs-{len(started)}"
+        logdir.mkdir()
+        processes = Irbot(env, logdir)
+        started.append(processes)
+        processes.wait_until_ready()
+        return processes
+
+    yield start
+    for processes in started:
+        processes.stop()

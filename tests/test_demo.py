@@ -22,6 +22,13 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
     assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(us-east-1\) collected for @alice: 8 objects", out)
-    assert len(re.findall(r"sha256 [0-9a-f]{64}", out)) == 8
-    assert "8 objects, 8 of them match their sha256 metadata" in out
+    assert "Evidence bucket s3://irbot-demo-evidence: 8 evidence objects, 8 of them match their sha256 metadata." in out
+    # The two-person rule: alice's own approval is refused, bob's runs the stop.
+    assert "alice: [clicks Approve" in out
+    assert "irbot (only alice sees this): You asked for this, so you can't approve it" in out
+    assert "irbot (only mallory sees this): Only irbot's approvers" in out
+    assert re.search(r"Done: `/ir stop i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)
+    assert "Approved by @bob" in out and "done: running → stopping" in out
+    assert "*Audit trail of C0DEMOINC1*" in out
+    assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, 2 sealed batches, chain intact\.", out)
     assert '"level"' not in out and "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ import redis
 
 from bot.fake_slack import FakeSlack
 from tests.conftest import AWS_ENV
+from tests.processes import IRBOT, Irbot, irbot_environment
 from tests.helpers import (
     BOT_TOKEN,
     CHANNEL,
@@ -32,67 +33,6 @@ from tests.helpers import (
     slash_command,
 )
 
-IRBOT = str(Path(sys.executable).with_name("irbot"))
-
-
-class Irbot:
-    """The two processes a user starts, and what they wrote to their logs."""
-
-    def __init__(self, env: dict, logdir: Path):
-        self.env = env
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.logs = {name: logdir / f"{name}.log" for name in ("serve", "worker")}
-        self.processes = {
-            name: subprocess.Popen([IRBOT, name], env=env, stdout=self.logs[name].open("wb"), stderr=subprocess.STDOUT)
-            for name in ("worker", "serve")
-        }
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"irbot {name} exited: {self.logs[name].read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("irbot serve did not answer /healthz")
-
-    def post(self, body: str, headers: dict) -> tuple[int, dict | str, float]:
-        request = urllib.request.Request(self.url + "/slack/events", data=body.encode(), headers=headers, method="POST")
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                raw = response.read().decode()
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            raw, status = exc.read().decode(), exc.code
-        elapsed = time.monotonic() - started
-        try:
-            return status, json.loads(raw), elapsed
-        except ValueError:
-            return status, raw, elapsed
-
-    def command(self, text: str, **kwargs) -> tuple[int, dict | str, float]:
-        body = slash_command(text, **kwargs)
-        return self.post(body, signed_headers(body))
-
-    def log_text(self) -> str:
-        return "".join(path.read_text(errors="replace") for path in self.logs.values())
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @pytest.fixture(scope="module")
 def module_slack():
     fake = FakeSlack(BOT_TOKEN).start()
@@ -102,23 +42,7 @@ def module_slack():
 
 @pytest.fixture(scope="module")
 def irbot(moto_endpoint, redis_url, module_slack, tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
-    env.update(AWS_ENV)
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": module_slack.api_url,
-            "REDIS_URL": redis_url,
-            "IR_EVIDENCE_BUCKET": "ir-evidence",
-            "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
-            "IR_APPROVERS": SECOND_RESPONDER,
-            "PORT": str(free_port()),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    processes = Irbot(env, tmp_path_factory.mktemp("irbot-logs"))
+    processes = Irbot(irbot_environment(moto_endpoint, redis_url, module_slack), tmp_path_factory.mktemp("irbot-logs"))
     try:
         processes.wait_until_ready()
         yield processes

@@ -185,12 +185,16 @@ class ApprovalBook:
         self._record(request, request.user_id, "request.opened", {"quorum": self.quorum, "expires_in_seconds": self.expiry_seconds}, PLANNING)
         return Decision(True, PLANNING, request=self.get(request.id))
 
-    def plan_ready(self, request_id: str, plan: list[dict], message_ts: str, *, actor: str = "worker") -> Decision:
-        """The dry-run plan is posted; the request now waits for approvers."""
+    def plan_ready(self, request_id: str, plan: list[dict], *, actor: str = "worker") -> Decision:
+        """The dry-run plan is known; the request now waits for approvers."""
         expires_at = time.time() + self.expiry_seconds
         return self._move(request_id, [PLANNING], PENDING, actor, "request.pending",
-                          fields={"plan": json.dumps(plan), "message_ts": message_ts, "expires_at": expires_at},
+                          fields={"plan": json.dumps(plan), "expires_at": expires_at},
                           params={"plan": [s.get("title", "") + ": " + s.get("detail", "") for s in plan]})
+
+    def attach_message(self, request_id: str, message_ts: str) -> None:
+        """Where the request's card is, so every later change redraws it in place."""
+        self.connection.hset(request_key(request_id), "message_ts", message_ts)
 
     def plan_failed(self, request_id: str, reason: str, *, actor: str = "worker") -> Decision:
         return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": time.time(), "ended_by": "irbot"}, params={"reason": reason})

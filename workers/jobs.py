@@ -8,6 +8,7 @@ approved in time.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from datetime import datetime, timedelta, timezone
@@ -107,14 +108,13 @@ def _bind(request: CommandRequest) -> None:
 def _with_context(func):
     """Bind the request's IDs to every log line of the job, and unbind after (a SimpleWorker goes on)."""
 
+    @functools.wraps(func)
     def wrapper(data):
         try:
             return func(data)
         finally:
             structlog.contextvars.clear_contextvars()
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper
 
 
@@ -243,16 +243,17 @@ def prepare_request(request_id: str) -> dict:
         text, blocks = messages.failed(ctx.request, str(exc))
         post(ctx.slack, ctx.request, text, blocks)
         return {"ok": False, "error": str(exc)}
-    pending.plan, pending.state = plan, "pending"
-    pending.expires_at = datetime.now(timezone.utc).timestamp() + ctx.settings.approval_expiry_seconds
-    text, blocks = messages.approval_card(pending)
-    ts = post(ctx.slack, ctx.request, text, blocks) or ""
-    decision = ctx.book.plan_ready(request_id, plan, ts, actor=ctx.worker)
-    if decision.ok:
-        queue(ctx.connection).enqueue_in(timedelta(seconds=ctx.settings.approval_expiry_seconds + 1), expire_request, request_id,
-                                         job_id=f"expire-{request_id}", result_ttl=3600)
-    else:  # cancelled while we planned
-        redraw(ctx, decision.request)
+    # Pending before the card exists: nobody can click a button on a request still being planned.
+    decision = ctx.book.plan_ready(request_id, plan, actor=ctx.worker)
+    if not decision.ok:
+        log.warning("plan not used", state=decision.state)
+        return {"ok": False, "state": decision.state}
+    text, blocks = messages.approval_card(decision.request)
+    ts = post(ctx.slack, ctx.request, text, blocks)
+    if ts:
+        ctx.book.attach_message(request_id, ts)
+    queue(ctx.connection).enqueue_in(timedelta(seconds=ctx.settings.approval_expiry_seconds + 1), "workers.jobs.expire_request", request_id,
+                                     job_id=f"expire-{request_id}", result_ttl=3600)
     return {"ok": decision.ok, "state": decision.state}
 
 
@@ -305,7 +306,7 @@ def expire_request(request_id: str) -> dict:
     decision = ctx.book.expire(request_id)
     if decision.reason == "not due yet":
         remaining = max(1, int(pending.expires_at - datetime.now(timezone.utc).timestamp()) + 1)
-        queue(ctx.connection).enqueue_in(timedelta(seconds=remaining), expire_request, request_id)
+        queue(ctx.connection).enqueue_in(timedelta(seconds=remaining), "workers.jobs.expire_request", request_id)
         return {"ok": False, "state": pending.state}
     if decision.ok:
         redraw(ctx, decision.request)

@@ -1,0 +1,124 @@
+"""The audit trail: a hash chain in Redis, sealed write-once to S3, checked by `irbot audit verify`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+
+import boto3
+import redis
+
+from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER
+from tests.processes import IRBOT
+from tests.test_approval import ask_to_stop, wait_card
+from workers.audit import LOG, AuditTrail, find_break, record_hash
+
+
+def test_records_chain_each_to_the_one_before_and_many_writers_keep_it_intact(redis_conn):
+    trail = AuditTrail(redis_conn)
+
+    def write(n):
+        for i in range(25):
+            trail.append(incident=f"C{n}", actor=f"U{n}", action="test", target=str(i), params={"i": i}, outcome="ok")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = trail.records()
+    assert [r["seq"] for r in records] == list(range(1, 101))
+    assert find_break(records, source="redis") is None
+    assert all(r["prev"] == p["hash"] for p, r in zip(records, records[1:]))
+    assert len(trail.for_incident("C2")) == 25
+
+
+def test_altering_removing_or_reordering_a_record_breaks_the_chain_there(redis_conn):
+    trail = AuditTrail(redis_conn)
+    for i in range(5):
+        trail.append(incident="C1", actor="U1", action="test", params={"i": i}, outcome="ok")
+    records = trail.records()
+
+    altered = [dict(r) for r in records]
+    altered[2]["outcome"] = "failed"
+    assert (find_break(altered, source="redis").seq, "altered") == (3, "altered")
+
+    rehashed = [dict(r) for r in records]
+    rehashed[2]["outcome"] = "failed"
+    rehashed[2]["hash"] = record_hash(rehashed[2])  # a careful forger recomputes the hash...
+    broken = find_break(rehashed, source="redis")
+    assert broken.seq == 4 and "link to the record before it is wrong" in broken.reason  # ...and the next link gives it away
+
+    assert find_break(records[:2] + records[3:], source="redis").seq == 3
+    assert find_break([records[0], records[2], records[1]] + records[3:], source="redis").seq == 2
+
+
+def verify(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([IRBOT, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_audit_verify_passes_after_real_work_and_names_the_record_after_tampering(start_irbot, world, slack, redis_url):
+    irbot = start_irbot(IR_APPROVERS=SECOND_RESPONDER)
+    irbot.command(f"collect {world['instance']}")
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
+    request_id, ts = ask_to_stop(irbot, slack, world["instance"])
+    irbot.click(RESPONDER, "ir_approve", request_id)  # refused: self-approval
+    irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
+    text = wait_card(slack, ts, "Done")
+    head = re.search(r"chain head sha256 ([0-9a-f]{64})", text).group(1)  # the seal's head, posted in the channel
+
+    ok = verify(irbot.env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("audit trail intact:") and "sealed batches" in ok.stdout
+
+    # The channel's copy of the head matches the sealed chain.
+    s3 = boto3.client("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix="audit/")["Contents"])
+    last_batch = s3.get_object(Bucket="ir-evidence", Key=keys[-1])["Body"].read().decode().splitlines()
+    assert json.loads(last_batch[-1])["hash"] == head
+
+    # One record altered in Redis.
+    client = redis.Redis.from_url(redis_url)
+    original = client.lindex(LOG, 4)
+    record = json.loads(original)
+    record["actor"] = "U0SOMEONE"
+    client.lset(LOG, 4, json.dumps(record))
+    broken = verify(irbot.env)
+    assert broken.returncode == 1
+    assert broken.stdout.startswith("audit trail BROKEN at record 5 (redis): its contents do not match its hash")
+    client.lset(LOG, 4, original)
+    assert verify(irbot.env).returncode == 0
+
+    # One sealed batch altered: a new version written over it.
+    body = s3.get_object(Bucket="ir-evidence", Key=keys[0])["Body"].read().decode().splitlines()
+    forged = json.loads(body[1])
+    forged["outcome"] = "nothing happened"
+    body[1] = json.dumps(forged, sort_keys=True)
+    s3.put_object(Bucket="ir-evidence", Key=keys[0], Body=("\n".join(body) + "\n").encode())
+    broken = verify(irbot.env)
+    assert broken.returncode == 1
+    assert broken.stdout.startswith(f"audit trail BROKEN at record 1 ({keys[0]}): the sealed batch was written over (2 versions)")
+    assert f"record 2 ({keys[0]}): its contents do not match its hash" in broken.stdout
+
+
+def test_audit_in_the_channel_and_export_show_the_incidents_trail(start_irbot, world, slack, tmp_path):
+    irbot = start_irbot()
+    irbot.command(f"collect {world['instance']}")
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
+    status, reply, elapsed = irbot.command("audit")
+    assert status == 200 and elapsed < 3 and reply["response_type"] == "in_channel"
+    lines = reply["text"].splitlines()
+    assert lines[0].startswith(f"*Audit trail of {CHANNEL}*")
+    assert f"<@{RESPONDER}> request.queued {world['instance']}" in lines[1]
+    assert any("evidence.stored" in line and "instance.json sha256" in line for line in lines)
+    assert lines[-1].startswith("Chain head: record #")
+
+    out = tmp_path / "trail.jsonl"
+    result = subprocess.run([IRBOT, "audit", "export", "--incident", CHANNEL, "-o", str(out)], env=irbot.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["incident"] == CHANNEL for r in records)
+    assert [r["action"] for r in records][:3] == ["request.queued", "job.started", "evidence.stored"]
+    assert all(r["hash"] == record_hash(r) for r in records)
