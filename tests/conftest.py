@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from bot.fake_slack import FakeSlack
-from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, SIGNING_SECRET, THIRD_RESPONDER, free_port, make_world
+from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER, free_port, irbot_variables, make_world
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -102,15 +102,7 @@ def slack():
 @pytest.fixture
 def irbot_env(aws, slack, redis_conn, redis_url, monkeypatch):
     """Everything irbot reads from its environment, pointed at the test's real parts (Redis emptied)."""
-    values = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "REDIS_URL": redis_url,
-        "IR_EVIDENCE_BUCKET": "ir-evidence",
-        "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
-        "IR_APPROVERS": SECOND_RESPONDER,
-    }
+    values = irbot_variables(slack.api_url, redis_url)
     monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)

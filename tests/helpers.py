@@ -20,6 +20,19 @@ CHANNEL = "C0INCIDENT"
 TEAM = "T0IRBOT"
 
 
+def irbot_variables(slack_api_url: str, redis_url: str) -> dict[str, str]:
+    """irbot's own settings for a test: the fake Slack, the test's Redis, the moto bucket."""
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_api_url,
+        "REDIS_URL": redis_url,
+        "IR_EVIDENCE_BUCKET": "ir-evidence",
+        "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
+        "IR_APPROVERS": SECOND_RESPONDER,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import AWS_ENV
-from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, SIGNING_SECRET, free_port, signed_headers, slash_command
+from tests.helpers import free_port, irbot_variables, signed_headers, slash_command
 
 IRBOT = str(Path(sys.executable).with_name("irbot"))
 
@@ -118,19 +118,7 @@ def block_action(user: str, action_id: str, request_id: str, *, channel: str = "
 def irbot_environment(moto_endpoint: str, redis_url: str, slack, **overrides: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
     env.update(AWS_ENV)
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": moto_endpoint,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "REDIS_URL": redis_url,
-            "IR_EVIDENCE_BUCKET": "ir-evidence",
-            "IR_RESPONDERS": f"{RESPONDER},{SECOND_RESPONDER}",
-            "IR_APPROVERS": SECOND_RESPONDER,
-            "PORT": str(free_port()),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env.update(irbot_variables(slack.api_url, redis_url))
+    env.update({"AWS_ENDPOINT_URL": moto_endpoint, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env
