@@ -18,11 +18,12 @@ from actions.steps import Outcome, StepLog
     summary="Stop an instance; its EBS volumes stay, its memory is lost.",
     permissions=("ec2:DescribeInstances", "ec2:StopInstances"),
 )
-def stop(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None) -> Result:
+def stop(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
+         context=None, steps: StepLog | None = None) -> Result:
     ec2 = client(session, "ec2", region)
     _, instance = describe_instance(ec2, instance_id)
     state = instance["State"]["Name"]
-    steps = StepLog(on_step)
+    steps = steps or StepLog(on_step)
     title = f"Stop {instance_id}"
     if state in ("stopped", "stopping"):
         steps.add("stop-instance", title, Outcome.ALREADY, f"it is {state}")

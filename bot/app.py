@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 
 import structlog
@@ -49,6 +51,26 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
 
     for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
         app.action(action_id)(_button(book, connection, client, verb))
+
+    @app.action(re.compile(r"^ir_request_"))
+    def from_card(ack, body: dict) -> None:
+        """A button on a finding card: the same request as typing the command, by whoever clicked."""
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        try:
+            asked = json.loads(action.get("value") or "{}")
+            text = f"{asked['command']} {asked['target']}" + (f" --region {asked['region']}" if asked.get("region") else "")
+        except (ValueError, KeyError, TypeError):
+            return
+        user_id = body.get("user", {}).get("id", "")
+        channel_id = (body.get("channel") or {}).get("id", "")
+        reply = handle_ir(settings, connection, book, {"user_id": user_id, "channel_id": channel_id, "text": text,
+                                                       "team_id": (body.get("team") or {}).get("id", ""),
+                                                       "response_url": body.get("response_url", "")})
+        if reply.get("response_type") == "in_channel":
+            _say(client, channel_id, reply["text"])
+        else:
+            _tell(client, channel_id, user_id, reply["text"])
 
     return app
 
@@ -158,6 +180,13 @@ def _button(book: ApprovalBook, connection: Redis, client: WebClient, verb: str)
 
     listener.__name__ = f"on_{verb}"
     return listener
+
+
+def _say(client: WebClient, channel_id: str, text: str) -> None:
+    try:
+        client.chat_postMessage(channel=channel_id, text=text)
+    except SlackApiError as exc:
+        log.error("channel reply failed", slack_error=exc.response.get("error", ""))
 
 
 def _tell(client: WebClient, channel_id: str, user_id: str, text: str) -> None:

@@ -34,7 +34,7 @@ def run(out=None) -> int:
 
     from bot.app import create_app
     from bot.fake_slack import FakeSlack
-    from workers import logs
+    from workers import jobs, logs
     from workers.queues import SERIALIZER, queues
     from workers.settings import load
 
@@ -48,13 +48,16 @@ def run(out=None) -> int:
             "IR_RESPONDERS": "U0ALICE01,U0BOB0002",
             "IR_APPROVERS": "U0ALICE01,U0BOB0002",
             "REDIS_URL": "redis://fakeredis/0",
+            "IR_UNTRACK_PAUSE_SECONDS": "0",
         }
     )
     settings = load(os.environ, "serve")
     logs.configure(settings.secrets(), level="ERROR")
     try:
         with mock_aws():
-            instance = _seed_account()
+            instance, leaked_key, launched = _seed_account()
+            jobs.EVENT_SOURCE = SimulatedCloudTrail(leaked_key, launched)
+            today = time.strftime("%Y-%m-%d", time.gmtime())
             connection = fakeredis.FakeRedis()
             app = create_app(settings, connection)
             worker = SimpleWorker(queues(connection), connection=connection, serializer=SERIALIZER)
@@ -67,12 +70,18 @@ def run(out=None) -> int:
             scene.say("mallory", f"/ir collect {instance}")
             scene.say("alice", f"/ir colect {instance}")
             scene.say("alice", f"/ir collect {instance}")
-            scene.say("alice", f"/ir stop {instance}")
+            scene.title("Scene: a compromised instance — quarantine it under the two-person rule, then snapshot it.")
+            scene.say("alice", f"/ir isolate {instance}")
             request_id = scene.pending_request()
             scene.click("alice", "ir_approve", request_id)
             scene.click("mallory", "ir_approve", request_id)
             scene.click("bob", "ir_approve", request_id)
             scene.click("bob", "ir_approve", request_id)
+            scene.say("alice", f"/ir snapshot {instance}")
+            scene.title("Scene: a leaked access key — find what it made, then revoke it.")
+            scene.say("bob", f"/ir hunt-key {leaked_key} --since {today}")
+            scene.say("bob", f"/ir revoke-key {leaked_key}")
+            scene.click("alice", "ir_approve", scene.pending_request())
             scene.say("alice", "/ir audit")
             scene.verify_evidence()
             scene.verify_audit(connection)
@@ -116,7 +125,32 @@ def _seed_account() -> str:
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
     )["Instances"][0]["InstanceId"]
     s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-    return instance
+
+    # A CI user whose key leaked: someone used it to start miners in two far-away regions.
+    iam.create_user(UserName="ci-deploy")
+    key = iam.create_access_key(UserName="ci-deploy")["AccessKey"]
+    iam.create_access_key(UserName="ci-deploy")
+    launched = {}
+    for region in ("eu-west-1", "ap-southeast-2"):
+        far = boto3.client("ec2", region_name=region, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+        ami = far.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        launched[region] = far.run_instances(ImageId=ami, InstanceType="c5.18xlarge", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    return instance, key["AccessKeyId"], launched
+
+
+class SimulatedCloudTrail:
+    """moto has no CloudTrail LookupEvents: this plays the part, knowing what the leaked key did."""
+
+    def __init__(self, key_id: str, launched: dict[str, str]):
+        self.key_id, self.launched = key_id, launched
+
+    def lookup(self, session, region, access_key_id, since):
+        from datetime import datetime, timezone
+
+        if access_key_id != self.key_id or region not in self.launched:
+            return []
+        return [{"name": "RunInstances", "time": datetime.now(timezone.utc), "region": region, "username": "ci-deploy",
+                 "resources": [("AWS::EC2::Instance", self.launched[region])], "event": {"userIdentity": {"type": "IAMUser"}}}]
 
 
 class Scene:
@@ -184,14 +218,17 @@ class Scene:
     def _settle(self) -> None:
         """Let the worker run what was queued, then print what appeared in the channel."""
         self.worker.work(burst=True, logging_level="ERROR")
-        calls = self.slack.calls
-        for call in calls[self.seen:]:
+        calls = self.slack.calls[self.seen:]
+        # A message redrawn many times (a card, a progress report) is shown once, as it ended up.
+        last_update = {c.params.get("ts"): i for i, c in enumerate(calls) if c.method == "chat.update"}
+        for i, call in enumerate(calls):
             if call.method == "chat.postMessage":
                 self._line("irbot", _readable(call.params.get("text", "")))
-            elif call.method == "chat.update":
+            elif call.method == "chat.update" and last_update.get(call.params.get("ts")) == i:
                 self._line("irbot (updates its message)", _readable(call.params.get("text", "")))
             elif call.method == "chat.postEphemeral":
                 self._line(f"irbot (only {PEOPLE.get(call.params.get('user'), '?')} sees this)", _readable(call.params.get("text", "")))
+        calls = self.slack.calls
         self.seen = len(calls)
 
     def verify_audit(self, connection) -> None:

@@ -122,3 +122,38 @@ def evidence_keys(bucket: str = "ir-evidence") -> list[str]:
     s3 = boto3.client("s3")
     contents = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
     return [o["Key"] for o in contents if not o["Key"].startswith("audit/")]
+
+
+def make_containment_world(region: str = "us-east-1") -> dict:
+    """The realistic world of the containment tests: an Auto Scaling group behind an ALB target group,
+    its instance with two volumes and an instance profile, an IAM user with two keys, an Object Lock bucket."""
+    session = boto3.Session(region_name=region)
+    ec2, iam, s3 = session.client("ec2"), session.client("iam"), session.client("s3")
+    autoscaling, elbv2 = session.client("autoscaling"), session.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24", AvailabilityZone=f"{region}a")["Subnet"]["SubnetId"]
+    web = ec2.create_security_group(GroupName="web", Description="web tier", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                                     "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])
+    iam.create_role(RoleName="web-app", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
+    profile = iam.create_instance_profile(InstanceProfileName="web-app")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="web-app", RoleName="web-app")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2.create_launch_template(LaunchTemplateName="web-template", LaunchTemplateData={
+        "ImageId": image, "InstanceType": "t3.micro", "SecurityGroupIds": [web],
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}, {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}]})
+    alb = elbv2.create_load_balancer(Name="web-alb", Subnets=[subnet], SecurityGroups=[web], Type="application")["LoadBalancers"][0]
+    target_group = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.create_listener(LoadBalancerArn=alb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+                          DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group}])
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg", LaunchTemplate={"LaunchTemplateName": "web-template", "Version": "$Latest"},
+        MinSize=1, MaxSize=3, DesiredCapacity=1, VPCZoneIdentifier=subnet, TargetGroupARNs=[target_group])
+    instance = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=instance)
+    iam.create_user(UserName="deploy-bot")
+    keys = [iam.create_access_key(UserName="deploy-bot")["AccessKey"] for _ in range(2)]
+    s3.create_bucket(Bucket="ir-evidence", ObjectLockEnabledForBucket=True)
+    return {"session": session, "vpc": vpc, "subnet": subnet, "web_group": web, "instance": instance, "target_group": target_group,
+            "profile": profile["Arn"], "user": "deploy-bot", "keys": keys, "region": region}

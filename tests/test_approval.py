@@ -180,5 +180,6 @@ def test_a_dry_run_needs_no_approval_and_changes_nothing(start_irbot, world, sla
     status, reply, _ = irbot.command(f"stop {world['instance']} --dry-run")
     assert reply["response_type"] == "in_channel" and "queued" in reply["text"]
     [message] = slack.wait_for(lambda s: s.messages(CHANNEL))
-    assert "Dry run, nothing changed" in message["text"] and "would do: running → stopped" in message["text"]
+    text = wait_card(slack, message["ts"], "Dry run, nothing changed")
+    assert "would do: running → stopped" in text
     assert instance_state(world["instance"]) == "running"

@@ -22,13 +22,21 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
     assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(us-east-1\) collected for @alice: 8 objects", out)
-    assert "Evidence bucket s3://irbot-demo-evidence: 8 evidence objects, 8 of them match their sha256 metadata." in out
+    # 8 from collect, the isolation record, hunt-key's findings: all match their digests.
+    assert "Evidence bucket s3://irbot-demo-evidence: 10 evidence objects, 10 of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
+    assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)
+    assert "Cut eni-" in out and "(isolation)" in out
+    assert re.search(r"Done: `/ir snapshot i-[0-9a-f]{17}` in us-east-1", out)
+    # The leaked-key scene: what the key made far away, then the key revoked under approval.
+    assert re.search(r"instance i-[0-9a-f]{17} in eu-west-1, made by the key", out)
+    assert re.search(r"instance i-[0-9a-f]{17} in ap-southeast-2, made by the key", out)
+    assert re.search(r"Done: `/ir revoke-key AKIA[A-Z0-9]{16}` in us-east-1, requested by @bob", out)
+    assert "Deactivate AKIA" in out and "irbot-quarantine attached" in out
     assert "irbot (only alice sees this): You asked for this, so you can't approve it" in out
     assert "irbot (only mallory sees this): Only irbot's approvers" in out
-    assert re.search(r"Done: `/ir stop i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)
-    assert "Approved by @bob" in out and "done: running → stopping" in out
+    assert "Approved by @bob" in out
     assert "*Audit trail of C0DEMOINC1*" in out
-    assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, 2 sealed batches, chain intact\.", out)
+    assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, \d+ sealed batches, chain intact\.", out)
     assert '"level"' not in out and "Traceback" not in result.stderr

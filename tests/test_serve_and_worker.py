@@ -151,7 +151,7 @@ def test_help_lists_the_whole_grammar(irbot):
 
 def test_commands_of_later_issues_answer_not_available_yet(irbot, redis_url):
     before = job_count(redis_url)
-    status, reply, _ = irbot.command("isolate i-0123456789abcdef0 --dry-run")
+    status, reply, _ = irbot.command("status")
     assert status == 200 and "is not available yet" in reply["text"]
     assert job_count(redis_url) == before
 

@@ -9,6 +9,7 @@ approved in time.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 from datetime import datetime, timedelta, timezone
@@ -23,10 +24,12 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 import actions
 from actions import aws
-from actions.artefacts import Result, to_json_bytes
+from actions.artefacts import Artefact, Result, to_json_bytes
 from actions.collect import collect as collect_action
 from actions.errors import ActionError
 from actions.registry import Risk
+from actions.cloudtrail import CloudTrailEvents, EventSource
+from actions.context import RunContext
 from actions.steps import Outcome
 from workers import messages
 from workers.approvals import ApprovalBook, book_from_settings
@@ -59,6 +62,8 @@ class Context:
         self.worker = f"worker:{socket.gethostname()}"
         self._session: boto3.Session | None = None
         self._store: EvidenceStore | None = None
+        self._prefix: str | None = None  # where this job's evidence goes, fixed at the first object
+        self.kept: list[StoredObject] = []
 
     @property
     def session(self) -> boto3.Session:
@@ -82,6 +87,28 @@ class Context:
             )
         return self._store
 
+    def run_context(self, approvers=()) -> RunContext:
+        r = self.request
+        return RunContext(
+            incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
+            keep=self.keep if self.settings.evidence_bucket else None, analyst_cidr=self.settings.analyst_cidr,
+            untrack_pause_seconds=self.settings.untrack_pause_seconds,
+        )
+
+    def keep(self, artefact) -> str:
+        """Store one piece of evidence now, note it in the audit trail; returns its s3:// URI."""
+        target = self.request.targets[0] if self.request.targets else "-"
+        if self._prefix is None:
+            self._prefix = evidence_prefix(self.request, target)
+        obj = self.store.put(self._prefix + artefact.name, artefact.body, name=artefact.name,
+                             content_type=artefact.content_type, description=artefact.description)
+        self.kept.append(obj)
+        self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
+        if artefact.name == "isolation-record.json":
+            # What release restores: the newest record of the instance's configuration before isolation.
+            self.connection.set(isolation_key(self.region, target), artefact.body)
+        return obj.uri
+
     def record(self, action: str, outcome: str, **params) -> None:
         r = self.request
         self.audit.append(incident=r.incident or r.channel_id, actor=self.worker, action=action,
@@ -97,6 +124,14 @@ class Context:
         if seal is None:
             return ""
         return f"Audit records {seal.first}-{seal.last} sealed to s3://{self.store.bucket}/{seal.key}; chain head sha256 {seal.head}."
+
+
+def isolation_key(region: str, instance_id: str) -> str:
+    return f"irbot:isolation:{region}:{instance_id}"
+
+
+# moto can't answer CloudTrail LookupEvents: tests swap this for a fake.
+EVENT_SOURCE: EventSource = CloudTrailEvents()
 
 
 def _bind(request: CommandRequest) -> None:
@@ -137,7 +172,7 @@ def run_command(data: dict) -> dict:
             # Worker-side half of the two-person rule: a changing action never runs from this path.
             ctx.record("job.refused", "refused", why="needs approval")
             raise ActionError(f"/ir {request.command} changes AWS and needs approval by a second person; it was not run.")
-        handler = HANDLERS.get(request.command, dry_run)
+        handler = HANDLERS.get(request.command, run_steps)
         text, blocks, outcome = handler(ctx)
     except ActionError as exc:
         log.warning("job failed", reason=str(exc))
@@ -153,17 +188,20 @@ def run_command(data: dict) -> dict:
         _post_with_seal(ctx, text, blocks)
         raise
     ctx.record("job.finished", "ok" if outcome.get("ok") else "failed", notes=outcome.get("notes", []))
-    _post_with_seal(ctx, text, blocks)
-    log.info("job finished", **{k: v for k, v in outcome.items() if k != "objects"})
+    _post_with_seal(ctx, text, blocks, update_ts=outcome.pop("update_ts", None))
+    log.info("job finished", **{k: v for k, v in outcome.items() if k not in ("objects", "facts", "steps")})
     return outcome
 
 
-def _post_with_seal(ctx: Context, text: str, blocks: list[dict]) -> None:
+def _post_with_seal(ctx: Context, text: str, blocks: list[dict], update_ts: str | None = None) -> None:
     line = ctx.seal() if ctx.settings.evidence_bucket else ""
     if line:
         text = f"{text}\n{line}"
         blocks = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}][:50]
-    post(ctx.slack, ctx.request, text, blocks)
+    if update_ts:
+        update(ctx.slack, ctx.request.channel_id, update_ts, text, blocks)
+    else:
+        post(ctx.slack, ctx.request, text, blocks)
 
 
 def evidence_prefix(request: CommandRequest, target: str) -> str:
@@ -173,16 +211,10 @@ def evidence_prefix(request: CommandRequest, target: str) -> str:
 
 def collect(ctx: Context) -> Outcome_:
     request, store = ctx.request, ctx.store
-    instance_id = request.targets[0]
     protection = store.protection()  # before touching the instance: a missing bucket fails fast
-    result = collect_action(ctx.session, instance_id, ctx.region)
-
-    prefix = evidence_prefix(request, instance_id)
-    stored: list[StoredObject] = []
+    result = collect_action(ctx.session, request.targets[0], ctx.region)
     for artefact in result.artefacts:
-        obj = store.put(prefix + artefact.name, artefact.body, name=artefact.name, content_type=artefact.content_type, description=artefact.description)
-        stored.append(obj)
-        ctx.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
+        ctx.keep(artefact)
     manifest = {
         "request": request.to_dict() | {"response_url": None},
         "job_id": ctx.job_id,
@@ -194,34 +226,66 @@ def collect(ctx: Context) -> Outcome_:
         "protection": {"locked": protection.locked, "mode": protection.mode, "retain_until": protection.retain_until},
         "objects": [
             {"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256, "version_id": o.version_id, "description": o.description}
-            for o in stored
+            for o in ctx.kept
         ],
     }
-    obj = store.put(prefix + "manifest.json", to_json_bytes(manifest), name="manifest.json", content_type="application/json",
-                    description="What was collected, by whom, when, with each object's digest")
-    stored.append(obj)
-    ctx.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
-    text, blocks = messages.evidence_saved(request, result, stored, protection, store.bucket, prefix)
+    ctx.keep(Artefact("manifest.json", to_json_bytes(manifest), "application/json", "What was collected, by whom, when, with each object's digest"))
+    text, blocks = messages.evidence_saved(request, result, ctx.kept, protection, store.bucket, ctx._prefix)
     outcome = {
         "ok": True,
-        "prefix": prefix,
-        "objects": [{"key": o.key, "sha256": o.sha256, "size": o.size} for o in stored],
+        "prefix": ctx._prefix,
+        "objects": [{"key": o.key, "sha256": o.sha256, "size": o.size} for o in ctx.kept],
         "notes": result.notes,
     }
     return text, blocks, outcome
 
 
-def dry_run(ctx: Context) -> Outcome_:
-    """A changing action's plan against the current state, changing nothing."""
-    result = _run_action(ctx, dry_run=True)
-    text, blocks = messages.steps_report(ctx.request, result, dry_run=True)
-    return text, blocks, {"ok": not any(s.outcome is Outcome.FAILED for s in result.steps), "steps": [s.to_dict() for s in result.steps]}
+def run_steps(ctx: Context) -> Outcome_:
+    """A read-only action made of steps (or any dry run): one message, redrawn as steps finish."""
+    request = ctx.request
+    is_dry_run = bool(request.options.get("dry_run"))
+    heading = "Dry run" if is_dry_run else "Running"
+    text, blocks = messages.steps_report(request, [], ctx.region, state=heading)
+    ts = post(ctx.slack, request, text, blocks)
+    done: list[dict] = []
+
+    def on_step(step):
+        done.append(step.to_dict())
+        ctx.record("step", step.outcome.value, step=step.name, title=step.title, detail=step.detail)
+        if ts:
+            update(ctx.slack, request.channel_id, ts, *messages.steps_report(request, done, ctx.region, state=heading))
+
+    result = _run_action(ctx, dry_run=is_dry_run, on_step=on_step)
+    for artefact in result.artefacts:
+        ctx.keep(artefact)
+    ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
+    final = "Dry run, nothing changed" if is_dry_run else ("Done" if ok else "Done, with failures")
+    notes = result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept]
+    text, blocks = messages.steps_report(request, [s.to_dict() for s in result.steps], ctx.region, state=final, notes=notes)
+    if request.command == "hunt-key" and not is_dry_run:
+        for finding in result.facts.get("findings", []):
+            post(ctx.slack, request, *messages.finding_card(request, finding))
+    outcome = {"ok": ok, "steps": [s.to_dict() for s in result.steps], "notes": result.notes, "facts": _plain(result.facts)}
+    return text, blocks, outcome | ({"update_ts": ts} if ts else {})
 
 
-def _run_action(ctx: Context, *, dry_run: bool, on_step=None) -> Result:
+def _plain(facts: dict) -> dict:
+    return json.loads(json.dumps(facts, default=str))
+
+
+def _run_action(ctx: Context, *, dry_run: bool, on_step=None, approvers=()) -> Result:
     spec = actions.get(ctx.request.command)
     kwargs = {k: v for k, v in ctx.request.options.items() if k not in ("region", "dry_run")}
-    return spec.run(ctx.session, ctx.request.targets[0], ctx.region, dry_run=dry_run, on_step=on_step, **kwargs)
+    kwargs["context"] = ctx.run_context(approvers)
+    target = ctx.request.targets[0]
+    if ctx.request.command == "release":
+        raw = ctx.connection.get(isolation_key(ctx.region, target))
+        kwargs["record"] = json.loads(raw) if raw else None
+    if ctx.request.command in ("hunt-key", "revoke-key"):
+        kwargs["events"] = EVENT_SOURCE
+    if "copy_to_kms" in kwargs:
+        kwargs["copy_to_kms"] = kwargs.pop("copy_to_kms")
+    return spec.run(ctx.session, target, ctx.region, dry_run=dry_run, on_step=on_step, **kwargs)
 
 
 HANDLERS: dict[str, Callable[[Context], Outcome_]] = {"collect": collect}
@@ -279,9 +343,11 @@ def execute_request(request_id: str) -> dict:
         redraw(ctx, current)
 
     try:
-        result = _run_action(ctx, dry_run=False, on_step=on_step)
+        result = _run_action(ctx, dry_run=False, on_step=on_step, approvers=decision.request.approvers)
+        for artefact in result.artefacts:
+            ctx.keep(artefact)
         ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
-        note = ""
+        note = "\n".join(result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept])
     except ActionError as exc:
         ok, note = False, str(exc)
     except Exception:
@@ -291,7 +357,7 @@ def execute_request(request_id: str) -> dict:
     seal_line = ctx.seal()
     pending = final.request or ctx.book.get(request_id)
     if seal_line:
-        pending.note = " ".join(p for p in (pending.note, seal_line) if p)
+        pending.note = "\n".join(p for p in (pending.note, seal_line) if p)
     redraw(ctx, pending)
     log.info("request finished", ok=ok, steps=len(steps))
     return {"ok": ok, "state": pending.state, "steps": steps}

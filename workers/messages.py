@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from actions.artefacts import Result
 from workers.evidence import Protection, StoredObject
 from workers.request import CommandRequest
@@ -121,7 +123,10 @@ def approval_card(pending) -> tuple[str, list[dict]]:
             ],
         })
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
-    return text, blocks
+    for line in pending.note.splitlines()[:15]:
+        mark = "" if line.startswith(("Saved ", "Audit records")) else "⚠️ "
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mark + escape(line)[:2900]}]})
+    return text + ("\n" + pending.note if pending.note else ""), blocks
 
 
 def _status_line(pending) -> str:
@@ -134,26 +139,50 @@ def _status_line(pending) -> str:
         return f"Needs {needed} more approval{'s' if needed != 1 else ''} from an approver other than <@{pending.requester}>.{so_far}"
     if pending.state in ("approved", "running", "finished", "failed") and approvals:
         tail = {"approved": "", "running": " Running now.", "finished": " Finished.", "failed": " Failed."}[pending.state]
-        note = f" {escape(pending.note)}" if pending.note else ""
-        return f"Approved by {approvals}.{tail}{note}"
+        return f"Approved by {approvals}.{tail}"
     if pending.state in ("denied", "cancelled"):
         return f"{pending.state.capitalize()} by <@{pending.ended_by}> at {_when(pending.ended_at)}; nothing was changed."
     if pending.state == "expired":
         return f"Expired unapproved at {_when(pending.ended_at or pending.expires_at)}; nothing was changed."
-    return f"{pending.state.capitalize()}. {escape(pending.note)}".strip()
+    return f"{pending.state.capitalize()}."
 
 
-def steps_report(request: CommandRequest, result: Result, *, dry_run: bool) -> tuple[str, list[dict]]:
-    """A finished (or dry-run) action that changes things, step by step."""
+def steps_report(request: CommandRequest, steps: list[dict], region: str, *, state: str, notes=()) -> tuple[str, list[dict]]:
+    """An action that runs in steps: redrawn as each finishes, then with the outcome and notes."""
     command = f"/ir {request.command} {' '.join(request.targets)}"
-    heading = "Dry run, nothing changed" if dry_run else "Done"
-    lines = step_lines([s.to_dict() for s in result.steps])
-    text = "\n".join([f"{heading}: `{command}` in {result.region}, for <@{request.user_id}>.", *lines])
+    lines = step_lines(steps)
+    notes = [f"⚠️ {escape(n)}" if not n.startswith("Saved ") else escape(n) for n in notes]
+    text = "\n".join([f"{state}: `{command}` in {region}, for <@{request.user_id}>.", *lines, *notes])
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: `{escape(command)}` in {result.region}"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "No steps."}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{state}*: `{escape(command)}` in {region}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "Starting…"}},
+        *({"type": "context", "elements": [{"type": "mrkdwn", "text": n[:2900]}]} for n in notes[:20]),
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
     ]
+    return text, blocks
+
+
+FINDING_BUTTONS = {"instance": (("isolate", "Isolate", "danger"), ("stop", "Stop", None)), "access-key": (("revoke-key", "Revoke key", "danger"),)}
+
+
+def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict]]:
+    """One suspicious resource, with the buttons that act on it (each opens an approval request)."""
+    origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
+    title = f"{finding['kind']} `{finding['id']}` in {finding['region']}"
+    text = f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, {origin}: {finding['detail']}"
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created {finding.get('created') or '?'}"}},
+    ]
+    buttons = []
+    for command, label, style in FINDING_BUTTONS.get(finding["kind"], ()):
+        value = json.dumps({"command": command, "target": finding["id"], "region": finding["region"] if finding["region"] != "global" else None})
+        button = {"type": "button", "action_id": f"ir_request_{command}", "value": value, "text": {"type": "plain_text", "text": label}}
+        if style:
+            button["style"] = style
+        buttons.append(button)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"from request `{request.id}` · each button asks for approval like the command would"}]})
     return text, blocks
 
 

@@ -35,6 +35,8 @@ VARIABLES = (
     Variable("IR_APPROVER_GROUP", "a Slack user group (ID S... or handle) whose members may approve", ()),
     Variable("IR_APPROVAL_QUORUM", "how many approvers, besides the requester, a gated request needs", (), "1"),
     Variable("IR_APPROVAL_EXPIRY_SECONDS", "how long a gated request waits for approval", (), "1800"),
+    Variable("IR_ANALYST_CIDR", "the one address range isolation still lets SSH in from, e.g. 203.0.113.7/32", ()),
+    Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),
     Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
@@ -64,6 +66,8 @@ class Settings:
     port: int
     aws_region: str | None
     log_level: str = "INFO"
+    analyst_cidr: str | None = None
+    untrack_pause_seconds: int = 2
 
     @property
     def socket_mode(self) -> bool:
@@ -143,6 +147,8 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         port=_integer(get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
         aws_region=region,
         log_level=log_level,
+        analyst_cidr=_analyst_cidr(get),
+        untrack_pause_seconds=_integer(get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
     )
 
 
@@ -157,6 +163,21 @@ def _integer(get, name: str, default: int, low: int, high: int, what: str) -> in
     if not low <= value <= high:
         raise ConfigError(f"{name} is malformed: it should hold {what}.")
     return value
+
+
+def _analyst_cidr(get) -> str | None:
+    import ipaddress
+
+    raw = get("IR_ANALYST_CIDR")
+    if raw is None:
+        return None
+    try:
+        network = ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        network = None
+    if network is None or network.prefixlen == 0:
+        raise ConfigError("IR_ANALYST_CIDR is malformed: it should hold the analyst's address range, e.g. 203.0.113.7/32 (never 0.0.0.0/0).")
+    return str(network)
 
 
 def _group(get) -> str | None:

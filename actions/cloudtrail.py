@@ -1,0 +1,68 @@
+"""CloudTrail LookupEvents by access key, behind a small interface (moto does not implement it)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Protocol
+
+import boto3
+
+from actions.aws import call, client
+
+
+class EventSource(Protocol):
+    def lookup(self, session: boto3.Session, region: str, access_key_id: str, since: datetime) -> list[dict]:
+        """The key's management events in ``region`` since ``since``, newest first:
+        dicts with name, time, region, username, resources [(type, name)], event (the parsed CloudTrail record)."""
+
+
+class CloudTrailEvents:
+    """The real thing: one region per call, 50 events a page, at most 2 requests a second per region."""
+
+    def __init__(self, requests_per_second: float = 2.0):
+        self.interval = 1.0 / requests_per_second
+        self._last: dict[str, float] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _wait_turn(self, region: str) -> None:
+        with self._guard:
+            lock = self._locks.setdefault(region, threading.Lock())
+        with lock:
+            pause = self._last.get(region, 0.0) + self.interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self._last[region] = time.monotonic()
+
+    def lookup(self, session: boto3.Session, region: str, access_key_id: str, since: datetime) -> list[dict]:
+        trail = client(session, "cloudtrail", region)
+        events, token = [], None
+        while True:
+            self._wait_turn(region)
+            params = {"LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": access_key_id}],
+                      "StartTime": since, "MaxResults": 50}
+            if token:
+                params["NextToken"] = token
+            page = call(trail, "lookup_events", **params)
+            events.extend(normalise(e, region) for e in page.get("Events", []))
+            token = page.get("NextToken")
+            if not token:
+                return events
+
+
+def normalise(event: dict, region: str) -> dict:
+    try:
+        record = json.loads(event.get("CloudTrailEvent") or "{}")
+    except ValueError:
+        record = {}
+    return {
+        "name": event.get("EventName"),
+        "time": event.get("EventTime"),
+        "region": region,
+        "username": event.get("Username"),
+        "resources": [(r.get("ResourceType"), r.get("ResourceName")) for r in event.get("Resources", [])],
+        "event": record,
+    }

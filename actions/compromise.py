@@ -1,0 +1,50 @@
+"""compromise: the whole playbook under one approval — collect, protect and isolate, snapshot,
+memory when SSH access is set up, and stop only when asked."""
+
+from __future__ import annotations
+
+import boto3
+
+from actions.artefacts import Result
+from actions.collect import collect
+from actions.context import RunContext
+from actions.errors import ActionError
+from actions.isolation import ISOLATE_PERMISSIONS, isolate
+from actions.registry import REGISTRY, Risk, action
+from actions.snapshot import PERMISSIONS as SNAPSHOT_PERMISSIONS, snapshot
+from actions.steps import Outcome, StepLog
+from actions.stop import stop as stop_instance
+
+
+@action("compromise", risk=Risk.CHANGE,
+        summary="The whole playbook: collect, isolate, snapshot, memory, and stop with --stop.",
+        permissions=(*REGISTRY["collect"].permissions, *ISOLATE_PERMISSIONS, *SNAPSHOT_PERMISSIONS, "ec2:StopInstances"))
+def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
+               context: RunContext = RunContext(), stop: bool = False) -> Result:
+    steps = StepLog(on_step)
+    result = Result("compromise", instance_id, region)
+
+    # Evidence first: the metadata and console as they were before irbot touched anything.
+    if dry_run:
+        steps.add("collect", "Collect metadata and console output", Outcome.PLANNED, "save them to the evidence bucket")
+    else:
+        try:
+            collected = collect(session, instance_id, region)
+            where = [context.store(a) for a in collected.artefacts]
+            steps.add("collect", "Collect metadata and console output", Outcome.DONE, f"{len(where)} objects saved")
+            result.notes.extend(collected.notes)
+        except ActionError as exc:
+            steps.add("collect", "Collect metadata and console output", Outcome.FAILED, str(exc))
+
+    isolated = isolate(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+    result.notes.extend(isolated.notes)
+    result.facts["record"] = isolated.facts.get("record")
+    snapped = snapshot(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+    result.facts["snapshots"] = snapped.facts.get("snapshots", [])
+    steps.add("memory", "Capture memory", Outcome.SKIPPED, "memory capture over SSH is not set up for irbot yet")
+    if stop:
+        stop_instance(session, instance_id, region, dry_run=dry_run, steps=steps)
+    else:
+        steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "not asked for (add --stop); it stays running, isolated")
+    result.steps = steps.steps
+    return result

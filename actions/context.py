@@ -1,0 +1,25 @@
+"""What an action needs to know about the request it serves, beyond its target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from actions.artefacts import Artefact
+
+
+@dataclass(frozen=True)
+class RunContext:
+    incident: str = ""
+    requester: str = ""
+    approvers: tuple[str, ...] = ()
+    request_id: str = ""
+    # Keeps evidence the moment it exists (before anything changes); returns where it went.
+    keep: Callable[[Artefact], str] | None = None
+    analyst_cidr: str | None = None  # the one address range isolation still lets SSH in from
+    untrack_pause_seconds: float = 2.0  # time for flows to turn untracked before the empty group
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def store(self, artefact: Artefact) -> str:
+        return self.keep(artefact) if self.keep else "not kept (no evidence store)"

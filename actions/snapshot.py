@@ -1,0 +1,111 @@
+"""snapshot: crash-consistent snapshots of every attached volume, in one call."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import boto3
+
+from actions.artefacts import Result
+from actions.aws import call, client
+from actions.context import RunContext
+from actions.errors import ActionError
+from actions.instances import describe_instance
+from actions.registry import Risk, action
+from actions.steps import Outcome, StepLog
+
+PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots", "ec2:CopySnapshot")
+
+
+@action("snapshot", risk=Risk.READ, summary="Snapshot every volume of an instance (crash-consistent, one call).", permissions=PERMISSIONS)
+def snapshot(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
+             context: RunContext = RunContext(), copy_to_kms: str | None = None, steps: StepLog | None = None,
+             wait_seconds: float = 900, poll_seconds: float = 5) -> Result:
+    ec2 = client(session, "ec2", region)
+    _, instance = describe_instance(ec2, instance_id)
+    steps = steps or StepLog(on_step)
+    result = Result("snapshot", instance_id, region)
+    volumes = {b["Ebs"]["VolumeId"]: b["DeviceName"] for b in instance.get("BlockDeviceMappings", []) if "Ebs" in b}
+    if not volumes:
+        steps.add("snapshot", "Snapshot the volumes", Outcome.SKIPPED, "no EBS volumes attached")
+        result.steps = steps.steps
+        return result
+
+    # The request ID on every snapshot makes a retried job find its own snapshots instead of making more.
+    mine = call(ec2, "describe_snapshots", OwnerIds=["self"], Filters=[{"Name": "tag:irbot:request", "Values": [context.request_id or "-"]}])["Snapshots"]
+    if mine:
+        snapshots = mine
+        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.ALREADY, ", ".join(s["SnapshotId"] for s in mine))
+    elif dry_run:
+        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.PLANNED,
+                  ", ".join(f"{v} ({d})" for v, d in volumes.items()))
+        result.steps = steps.steps
+        return result
+    else:
+        day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        tags = {"irbot:incident": context.incident, "irbot:instance": instance_id, "irbot:requester": context.requester,
+                "irbot:request": context.request_id, "irbot:created-at": context.started_at}
+        try:
+            snapshots = call(
+                ec2, "create_snapshots",
+                InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": False},
+                Description=f"IR-{context.requester or 'irbot'}-{day}-{context.incident or instance_id}",
+                TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items() if v]}],
+                CopyTagsFromSource="volume",
+            )["Snapshots"]
+        except ActionError as exc:
+            steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.FAILED, str(exc))
+            result.steps = steps.steps
+            return result
+        for snap in snapshots:
+            call(ec2, "create_tags", Resources=[snap["SnapshotId"]], Tags=[{"Key": "irbot:volume", "Value": snap["VolumeId"]}])
+        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.DONE,
+                  ", ".join(f"{s['SnapshotId']} of {s['VolumeId']} ({volumes.get(s['VolumeId'], '?')})" for s in snapshots))
+
+    ids = [s["SnapshotId"] for s in snapshots]
+    result.facts["snapshots"] = [{"snapshot_id": s["SnapshotId"], "volume_id": s["VolumeId"], "device": volumes.get(s["VolumeId"])} for s in snapshots]
+    _wait(ec2, ids, steps, wait_seconds, poll_seconds)
+    if copy_to_kms:
+        _copy(ec2, region, ids, copy_to_kms, context, steps, result)
+    result.steps = steps.steps
+    return result
+
+
+def _wait(ec2, ids: list[str], steps: StepLog, wait_seconds: float, poll_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = call(ec2, "describe_snapshots", SnapshotIds=ids)["Snapshots"]
+        states = {s["SnapshotId"]: (s.get("State"), s.get("Progress", "")) for s in found}
+        if any(state == "error" for state, _ in states.values()):
+            failed = [i for i, (state, _) in states.items() if state == "error"]
+            steps.add("complete", "Wait for the snapshots to complete", Outcome.FAILED, f"{', '.join(failed)} failed")
+            return
+        if all(state == "completed" for state, _ in states.values()):
+            steps.add("complete", "Wait for the snapshots to complete", Outcome.DONE, f"all {len(ids)} completed")
+            return
+        if time.monotonic() > deadline:
+            progress = ", ".join(f"{i} {p or state}" for i, (state, p) in states.items())
+            steps.add("complete", "Wait for the snapshots to complete", Outcome.SKIPPED, f"still running after {wait_seconds:.0f}s ({progress}); they go on in AWS")
+            return
+        time.sleep(poll_seconds)
+
+
+def _copy(ec2, region: str, ids: list[str], key: str, context: RunContext, steps: StepLog, result: Result) -> None:
+    copies = []
+    for snapshot_id in ids:
+        existing = call(ec2, "describe_snapshots", OwnerIds=["self"], Filters=[{"Name": "tag:irbot:copy-of", "Values": [snapshot_id]}])["Snapshots"]
+        if existing:
+            copies.append(existing[0]["SnapshotId"])
+            continue
+        try:
+            copy = call(ec2, "copy_snapshot", SourceRegion=region, SourceSnapshotId=snapshot_id, Encrypted=True, KmsKeyId=key,
+                        Description=f"IR copy of {snapshot_id} for {context.incident}",
+                        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "irbot:copy-of", "Value": snapshot_id},
+                                                                                 {"Key": "irbot:incident", "Value": context.incident or "-"}]}])
+            copies.append(copy["SnapshotId"])
+        except ActionError as exc:
+            steps.add(f"copy:{snapshot_id}", f"Copy {snapshot_id} encrypted with {key}", Outcome.FAILED, str(exc))
+    if copies:
+        steps.add("copy", f"Copy the snapshots encrypted with {key}", Outcome.DONE, ", ".join(copies))
+    result.facts["copies"] = copies

@@ -1,0 +1,290 @@
+"""Containment playbooks against moto over HTTP, on a realistic world, through the approval gate:
+what changes in AWS, what the channel says, what the audit trail records."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import boto3
+import pytest
+
+from actions.isolation import Clients, configuration
+from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, evidence_keys, make_containment_world
+from workers import jobs
+from workers.approvals import ApprovalBook
+from workers.audit import AuditTrail
+from workers.jobs import execute_request, prepare_request, run_command
+from workers.request import CommandRequest
+
+
+@pytest.fixture
+def containment(irbot_env, slack, redis_conn, monkeypatch):
+    monkeypatch.setenv("IR_UNTRACK_PAUSE_SECONDS", "0")
+    return make_containment_world()
+
+
+def request(command: str, target: str, **options) -> CommandRequest:
+    return CommandRequest(command=command, targets=(target,), options=options, user_id=RESPONDER, channel_id=CHANNEL, incident=CHANNEL)
+
+
+def approved_run(redis_conn, command: str, target: str, **options) -> tuple[dict, CommandRequest]:
+    """The gate as the buttons drive it: open, plan (card posted), approve by someone else, execute."""
+    asked = request(command, target, **options)
+    book = ApprovalBook(redis_conn, AuditTrail(redis_conn), responders={RESPONDER}, approvers={SECOND_RESPONDER})
+    assert book.open(asked).ok
+    assert prepare_request(asked.id)["state"] == "pending"
+    assert book.approve(asked.id, SECOND_RESPONDER).state == "approved"
+    return execute_request(asked.id), asked
+
+
+def instance(instance_id: str) -> dict:
+    return boto3.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def groups_on(instance_id: str) -> list[dict]:
+    """The security groups DescribeInstances reports for the instance, and for any interface but the primary."""
+    found = instance(instance_id)
+    ids = {g["GroupId"] for g in found.get("SecurityGroups", [])}
+    for eni in found.get("NetworkInterfaces", []):
+        if eni.get("Attachment", {}).get("DeviceIndex", 0) != 0:
+            ids.update(g["GroupId"] for g in eni.get("Groups", []))
+    return boto3.client("ec2").describe_security_groups(GroupIds=sorted(ids))["SecurityGroups"]
+
+
+def opens_to_world(group: dict) -> bool:
+    return any(r.get("CidrIp") == "0.0.0.0/0" for p in group["IpPermissions"] for r in p.get("IpRanges", [])) or any(
+        r.get("CidrIpv6") == "::/0" for p in group["IpPermissions"] for r in p.get("Ipv6Ranges", []))
+
+
+def in_target_group(world: dict) -> bool:
+    health = boto3.client("elbv2").describe_target_health(TargetGroupArn=world["target_group"])["TargetHealthDescriptions"]
+    return any(t["Target"]["Id"] == world["instance"] for t in health)
+
+
+def associated_profile(instance_id: str):
+    found = boto3.client("ec2").describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [instance_id]}])["IamInstanceProfileAssociations"]
+    return [a["IamInstanceProfile"]["Arn"] for a in found if a.get("State", "associated") == "associated"]
+
+
+def step_outcomes(outcome: dict) -> dict[str, str]:
+    return {s["name"]: s["outcome"] for s in outcome["steps"]}
+
+
+def test_isolate_contains_the_instance_and_reports_every_step(containment, slack, redis_conn):
+    world = containment
+    ec2 = boto3.client("ec2")
+    assert in_target_group(world) and opens_to_world(groups_on(world["instance"])[0])
+
+    outcome, asked = approved_run(redis_conn, "isolate", world["instance"])
+    assert outcome["ok"], outcome
+    outcomes = step_outcomes(outcome)
+    assert outcomes["record"] == "done" and outcomes["auto-scaling"] == "done" and outcomes["target-groups"] == "done"
+    assert outcomes["classic-load-balancers"] == "skipped"
+
+    # The network: no group on it admits the world, and none lets anything out.
+    groups = groups_on(world["instance"])
+    assert [g["GroupName"] for g in groups] == [f"irbot-isolation-{world['vpc']}"]
+    assert not any(opens_to_world(g) for g in groups)
+    assert all(g["IpPermissionsEgress"] == [] for g in groups)
+    # Out of service: out of the Auto Scaling group (which keeps its capacity) and the target group.
+    autoscaling = boto3.client("autoscaling")
+    assert autoscaling.describe_auto_scaling_instances(InstanceIds=[world["instance"]])["AutoScalingInstances"] == []
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])["AutoScalingGroups"][0]
+    assert group["DesiredCapacity"] == 1 and world["instance"] not in [i["InstanceId"] for i in group["Instances"]]
+    assert not in_target_group(world)
+    # The evidence is protected.
+    assert ec2.describe_instance_attribute(InstanceId=world["instance"], Attribute="disableApiTermination")["DisableApiTermination"]["Value"] is True
+    assert ec2.describe_instance_attribute(InstanceId=world["instance"], Attribute="instanceInitiatedShutdownBehavior")["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    volumes = [b for b in instance(world["instance"])["BlockDeviceMappings"] if "Ebs" in b]
+    assert len(volumes) >= 2 and all(b["Ebs"]["DeleteOnTermination"] is False for b in volumes)
+    # Its credentials are cut.
+    assert associated_profile(world["instance"]) == []
+    policy = boto3.client("iam").get_role_policy(RoleName="web-app", PolicyName="irbot-revoke-older-sessions")["PolicyDocument"]
+    assert policy["Statement"][0]["Effect"] == "Deny" and "aws:TokenIssueTime" in policy["Statement"][0]["Condition"]["DateLessThan"]
+    tags = {t["Key"]: t["Value"] for t in instance(world["instance"])["Tags"]}
+    assert tags["irbot:status"] == "quarantine" and tags["irbot:incident"] == CHANNEL and tags["irbot:approver"] == SECOND_RESPONDER
+
+    # The record is evidence, with its digest, and what release will use.
+    [key] = [k for k in evidence_keys() if k.endswith("isolation-record.json")]
+    obj = boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)
+    record = json.loads(obj["Body"].read())
+    assert record["auto_scaling_group"] == "web-asg" and record["instance_profile"]["arn"] == world["profile"]
+    assert record["network_interfaces"][0]["groups"] == [world["web_group"]]
+
+    # Every step is in the channel (the card) and in the audit trail.
+    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])
+    for step in outcome["steps"]:
+        assert f"{step['title']} — {step['outcome']}" in card["text"]
+    assert "ICMP flows stay tracked" in card["text"]
+    audited = [r for r in AuditTrail(redis_conn).records() if r["action"] == "step" and r["params"]["request"] == asked.id]
+    assert [r["params"]["step"] for r in audited] == [s["name"] for s in outcome["steps"]]
+
+
+def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, slack, redis_conn):
+    world = containment
+    ec2 = boto3.client("ec2")
+    approved_run(redis_conn, "isolate", world["instance"])
+    groups_before = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    record_before = redis_conn.get(jobs.isolation_key("us-east-1", world["instance"]))
+
+    outcome, _ = approved_run(redis_conn, "isolate", world["instance"])
+    assert outcome["ok"]
+    assert {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]} == groups_before
+    assert set(step_outcomes(outcome).values()) <= {"already so", "skipped"}, outcome["steps"]
+    assert redis_conn.get(jobs.isolation_key("us-east-1", world["instance"])) == record_before  # the original state is kept
+
+
+def test_release_puts_back_exactly_what_was_recorded(containment, slack, redis_conn):
+    world = containment
+    aws = Clients(boto3.Session(), "us-east-1")
+    before = configuration(aws, instance(world["instance"]))
+    approved_run(redis_conn, "isolate", world["instance"])
+
+    outcome, _ = approved_run(redis_conn, "release", world["instance"])
+    assert outcome["ok"], outcome
+    after = configuration(aws, instance(world["instance"]))
+    for field in ("network_interfaces", "auto_scaling_group", "termination_protection", "shutdown_behavior", "volumes", "classic_load_balancers"):
+        assert after[field] == before[field], field
+    assert [(m["arn"], m["port"]) for m in after["target_groups"]] == [(m["arn"], m["port"]) for m in before["target_groups"]]
+    assert after["instance_profile"]["arn"] == before["instance_profile"]["arn"]
+    assert after["tags"]["irbot:status"] == "released"
+    assert any(k.endswith("isolation-record.json") for k in evidence_keys())  # the evidence stays
+
+
+def test_release_of_an_instance_irbot_never_isolated_says_so_and_changes_nothing(containment, slack, redis_conn):
+    asked = request("release", containment["instance"])
+    book = ApprovalBook(redis_conn, AuditTrail(redis_conn), responders={RESPONDER}, approvers={SECOND_RESPONDER})
+    book.open(asked)
+    assert prepare_request(asked.id)["ok"] is False
+    assert "irbot has no isolation record for" in slack.messages(CHANNEL)[-1]["text"]
+    assert book.get(asked.id).state == "failed"
+
+
+def test_isolate_dry_run_lists_the_plan_and_changes_nothing(containment, slack, redis_conn):
+    world = containment
+    ec2 = boto3.client("ec2")
+    groups_before = ec2.describe_security_groups()["SecurityGroups"]
+    outcome = run_command(request("isolate", world["instance"], dry_run=True).to_dict())
+    assert outcome["ok"]
+    assert {s["outcome"] for s in outcome["steps"]} <= {"would do", "skipped", "already so"}
+    assert step_outcomes(outcome)["network:" + instance(world["instance"])["NetworkInterfaces"][0]["NetworkInterfaceId"]] == "would do"
+    assert ec2.describe_security_groups()["SecurityGroups"] == groups_before
+    assert in_target_group(world) and associated_profile(world["instance"]) == [world["profile"]]
+    text = slack.messages(CHANNEL)[0]["text"]
+    assert slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"].startswith("Dry run, nothing changed")
+    assert text  # the progress message was posted first, then redrawn
+
+
+def test_isolate_lets_ssh_in_from_the_analyst_alone_when_configured(containment, slack, redis_conn, monkeypatch):
+    monkeypatch.setenv("IR_ANALYST_CIDR", "203.0.113.7/32")
+    approved_run(redis_conn, "isolate", containment["instance"])
+    [group] = groups_on(containment["instance"])
+    assert group["IpPermissions"] == [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "203.0.113.7/32"}],
+                                       "Ipv6Ranges": [], "PrefixListIds": [], "UserIdGroupPairs": []}]
+    assert group["IpPermissionsEgress"] == []
+
+
+def test_revoke_key_deactivates_quarantines_and_reports_the_other_ways_in(containment, slack, redis_conn):
+    iam = boto3.client("iam")
+    leaked, other = (k["AccessKeyId"] for k in containment["keys"])
+    outcome, _ = approved_run(redis_conn, "revoke-key", leaked)
+    assert outcome["ok"], outcome
+    keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"]}
+    assert keys == {leaked: "Inactive", other: "Active"}
+    policy = iam.get_user_policy(UserName="deploy-bot", PolicyName="irbot-quarantine")["PolicyDocument"]
+    denied = policy["Statement"][0]
+    assert denied["Effect"] == "Deny" and {"iam:CreateAccessKey", "iam:CreateUser", "ec2:RunInstances", "lambda:CreateFunction"} <= set(denied["Action"])
+    assert policy["Statement"][1]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    assert f"other active keys: {other}" in card and "no console password" in card
+
+    again, _ = approved_run(redis_conn, "revoke-key", leaked)
+    assert step_outcomes(again) == {"owner": "done", "deactivate": "already so", "quarantine": "already so", "other-ways-in": "done"}
+
+
+def test_revoke_key_with_delete_deletes_it(containment, slack, redis_conn):
+    leaked = containment["keys"][0]["AccessKeyId"]
+    outcome, _ = approved_run(redis_conn, "revoke-key", leaked, delete=True)
+    assert step_outcomes(outcome)["delete"] == "done"
+    keys = [k["AccessKeyId"] for k in boto3.client("iam").list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"]]
+    assert leaked not in keys
+
+
+class FakeCloudTrail:
+    """LookupEvents, which moto lacks: the RunInstances events of the leaked key, per region."""
+
+    def __init__(self, key_id: str, launched: dict[str, str]):
+        self.key_id, self.launched = key_id, launched
+        self.asked: list[str] = []
+
+    def lookup(self, session, region, access_key_id, since):
+        self.asked.append(region)
+        if access_key_id != self.key_id or region not in self.launched:
+            return []
+        instance_id = self.launched[region]
+        return [{"name": "RunInstances", "time": datetime.now(timezone.utc), "region": region, "username": "deploy-bot",
+                 "resources": [("AWS::EC2::Instance", instance_id)], "event": {"userIdentity": {"type": "IAMUser"}}}]
+
+
+def test_hunt_key_finds_instances_the_key_launched_in_two_other_regions(containment, slack, redis_conn, monkeypatch):
+    leaked = containment["keys"][0]
+    attacker = boto3.Session(aws_access_key_id=leaked["AccessKeyId"], aws_secret_access_key=leaked["SecretAccessKey"])
+    launched = {}
+    for region in ("eu-west-1", "ap-southeast-2"):
+        ec2 = attacker.client("ec2", region_name=region)
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        launched[region] = ec2.run_instances(ImageId=image, InstanceType="c5.9xlarge", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    trail = FakeCloudTrail(leaked["AccessKeyId"], launched)
+    monkeypatch.setattr(jobs, "EVENT_SOURCE", trail)
+
+    today = datetime.now(timezone.utc).date().isoformat()
+    outcome = run_command(request("hunt-key", leaked["AccessKeyId"], since=today).to_dict())
+    assert outcome["ok"], outcome
+    found = {(f["id"], f["region"]): f for f in outcome["facts"]["findings"]}
+    for region, instance_id in launched.items():
+        assert found[(instance_id, region)]["by_key"] is True
+    assert {"eu-west-1", "ap-southeast-2", "us-east-1"} <= set(trail.asked)  # every enabled region was searched
+    # One card per suspicious resource, with the buttons that act on it.
+    cards = [m for m in slack.messages(CHANNEL) if m["text"].startswith("Finding of /ir hunt-key")]
+    for region, instance_id in launched.items():
+        [card] = [c for c in cards if instance_id in c["text"]]
+        buttons = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert [json.loads(b["value"]) for b in buttons] == [
+            {"command": "isolate", "target": instance_id, "region": region}, {"command": "stop", "target": instance_id, "region": region}]
+    assert any(k.endswith("hunt-key.json") for k in evidence_keys())
+
+
+def test_snapshot_takes_every_volume_once_tagged_and_copies_encrypted(containment, slack, redis_conn):
+    kms = boto3.client("kms").create_key(Description="forensics")["KeyMetadata"]["KeyId"]
+    asked = request("snapshot", containment["instance"], copy_to_kms=kms)
+    outcome = run_command(asked.to_dict())
+    assert outcome["ok"], outcome
+    ec2 = boto3.client("ec2")
+    volumes = {b["Ebs"]["VolumeId"] for b in instance(containment["instance"])["BlockDeviceMappings"] if "Ebs" in b}
+    snaps = ec2.describe_snapshots(Filters=[{"Name": "tag:irbot:request", "Values": [asked.id]}])["Snapshots"]
+    assert {s["VolumeId"] for s in snaps} == volumes
+    for snap in snaps:
+        tags = {t["Key"]: t["Value"] for t in snap["Tags"]}
+        assert tags["irbot:incident"] == CHANNEL and tags["irbot:instance"] == containment["instance"]
+        assert tags["irbot:requester"] == RESPONDER and tags["irbot:volume"] == snap["VolumeId"]
+    copies = ec2.describe_snapshots(Filters=[{"Name": "tag-key", "Values": ["irbot:copy-of"]}])["Snapshots"]
+    assert len(copies) == len(snaps) and all(c["Encrypted"] for c in copies)
+    assert step_outcomes(outcome)["complete"] == "done"
+    # Run again (a retried job): no new snapshots.
+    again = run_command(asked.to_dict())
+    assert step_outcomes(again)["snapshot"] == "already so"
+    assert len(ec2.describe_snapshots(Filters=[{"Name": "tag:irbot:request", "Values": [asked.id]}])["Snapshots"]) == len(snaps)
+
+
+def test_compromise_runs_the_playbook_and_stops_only_when_asked(containment, slack, redis_conn):
+    outcome, _ = approved_run(redis_conn, "compromise", containment["instance"])
+    outcomes = step_outcomes(outcome)
+    assert outcomes["collect"] == "done" and outcomes["snapshot"] == "done" and outcomes["record"] == "done"
+    assert outcomes["stop-instance"] == "skipped" and instance(containment["instance"])["State"]["Name"] == "running"
+    assert any(k.endswith("instance.json") for k in evidence_keys()) and any(k.endswith("isolation-record.json") for k in evidence_keys())
+
+    stopped, _ = approved_run(redis_conn, "compromise", containment["instance"], stop=True)
+    assert step_outcomes(stopped)["stop-instance"] == "done"
+    assert instance(containment["instance"])["State"]["Name"] in ("stopping", "stopped")
