@@ -183,3 +183,32 @@ def test_a_dry_run_needs_no_approval_and_changes_nothing(start_irbot, world, sla
     text = wait_card(slack, message["ts"], "Dry run, nothing changed")
     assert "would do: running → stopped" in text
     assert instance_state(world["instance"]) == "running"
+
+
+def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_once_approved(start_irbot, world, slack):
+    import json as _json
+
+    irbot = start_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
+    value = _json.dumps({"command": "isolate", "target": world["instance"], "region": "us-east-1"})
+    irbot.click(RESPONDER, "ir_request_isolate", value)
+    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
+    assert f"`/ir isolate {world['instance']}` in us-east-1, requested by <@{RESPONDER}>" in card["text"]
+    request_id = next(b for b in card["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    irbot.click(RESPONDER, "ir_approve", request_id)  # still the two-person rule
+    slack.wait_for(lambda s: s.ephemerals(RESPONDER))
+    irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
+    text = wait_card(slack, card["ts"], "Done")
+    assert "Cut eni-" in text
+    groups = boto3.client("ec2").describe_instances(InstanceIds=[world["instance"]])["Reservations"][0]["Instances"][0]["SecurityGroups"]
+    assert [g["GroupName"] for g in groups] == [f"irbot-isolation-{world['vpc']}"]
+
+
+def test_a_finding_button_from_a_non_responder_is_refused(start_irbot, world, slack):
+    import json as _json
+
+    irbot = start_irbot()
+    irbot.click(OUTSIDER, "ir_request_isolate", _json.dumps({"command": "isolate", "target": world["instance"], "region": "us-east-1"}))
+    slack.wait_for(lambda s: s.ephemerals(OUTSIDER))
+    assert "not on irbot's responder list" in slack.ephemerals(OUTSIDER)[0]
+    time.sleep(1)
+    assert not any("Approval needed" in m.get("text", "") for m in slack.messages(CHANNEL))

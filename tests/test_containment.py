@@ -288,3 +288,15 @@ def test_compromise_runs_the_playbook_and_stops_only_when_asked(containment, sla
     stopped, _ = approved_run(redis_conn, "compromise", containment["instance"], stop=True)
     assert step_outcomes(stopped)["stop-instance"] == "done"
     assert instance(containment["instance"])["State"]["Name"] in ("stopping", "stopped")
+
+
+def test_isolate_warns_where_connections_may_stay_tracked(containment, slack, redis_conn):
+    ec2 = boto3.client("ec2")
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=containment["subnet"], AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [containment["vpc"]]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    outcome, _ = approved_run(redis_conn, "isolate", containment["instance"])
+    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])
+    assert f"Connections through NAT gateway {nat} may stay tracked" in card["text"]
+    assert any(f"NAT gateway {nat}" in e["text"] for b in card["blocks"] if b["type"] == "context" for e in b["elements"])
