@@ -10,6 +10,7 @@ from actions.collect import collect
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.isolation import ISOLATE_PERMISSIONS, isolate
+from actions.memory import capture
 from actions.registry import REGISTRY, Risk, action
 from actions.snapshot import PERMISSIONS as SNAPSHOT_PERMISSIONS, snapshot
 from actions.steps import Outcome, StepLog
@@ -41,8 +42,17 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run
     result.facts["record"] = isolated.facts.get("record")
     snapped = snapshot(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
     result.facts["snapshots"] = snapped.facts.get("snapshots", [])
-    steps.add("memory", "Capture memory", Outcome.SKIPPED, "memory capture over SSH is not set up for irbot yet")
-    if stop:
+    captured = True
+    if context.memory is None:
+        steps.add("memory", "Capture memory", Outcome.SKIPPED, "SSH access is not set up (IR_SSH_KEY)")
+    else:
+        memory = capture(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+        result.artefacts.extend(memory.artefacts)
+        captured = not any(s.outcome is Outcome.FAILED for s in memory.steps)
+    if stop and not captured and not dry_run:
+        # A host whose memory capture failed stays up, so the capture can be tried again.
+        steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "the memory capture failed; stopping would lose the memory")
+    elif stop:
         stop_instance(session, instance_id, region, dry_run=dry_run, steps=steps)
     else:
         steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "not asked for (add --stop); it stays running, isolated")

@@ -19,6 +19,9 @@ class RunContext:
     keep: Callable[[Artefact], str] | None = None
     analyst_cidr: str | None = None  # the one address range isolation still lets SSH in from
     untrack_pause_seconds: float = 2.0  # time for flows to turn untracked before the empty group
+    memory: object | None = None  # MemorySettings, when SSH capture is set up
+    open_sink: Callable[[str], object] | None = None  # opens a streamed evidence object by name
+    on_progress: Callable[[object], None] | None = None
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def store(self, artefact: Artefact) -> str:

@@ -134,3 +134,22 @@ def start_irbot(moto_endpoint, redis_url, slack, tmp_path):
     yield start
     for processes in started:
         processes.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    from tests.sshd import SshServer
+
+    binary = need_binary("sshd")
+    need_binary("ssh-keygen")
+    server = SshServer(tmp_path_factory.mktemp("sshd"), binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def memory_source(tmp_path_factory):
+    """The stand-in for a host's memory: 40 MiB of random bytes (past sshd's 16M rekey limit twice)."""
+    path = tmp_path_factory.mktemp("memory") / "memory.bin"
+    path.write_bytes(os.urandom(40 << 20))
+    return path

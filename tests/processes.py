@@ -31,6 +31,14 @@ class Irbot:
         log = self.logs[name].open("ab")
         return subprocess.Popen([IRBOT, name], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
+    def add_workers(self, count: int) -> None:
+        """More `irbot worker` processes on the same queues, as an operator scales out."""
+        for n in range(count):
+            name = f"worker-{len(self.processes)}"
+            self.logs[name] = self.logdir / f"{name}.log"
+            log = self.logs[name].open("ab")
+            self.processes[name] = subprocess.Popen([IRBOT, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
     def restart(self, *names: str) -> None:
         """Stop and start again, as after a crash or a deploy; whatever lived only in memory is gone."""
         for name in names:

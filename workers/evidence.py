@@ -112,5 +112,112 @@ class EvidenceStore:
             raise ActionError(explain(exc, service="s3", region=self.s3.meta.region_name)) from exc
         return config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
 
+    def open_stream(self, key: str, *, name: str = "", content_type: str = "application/octet-stream", part_size: int = 64 << 20) -> "EvidenceStream":
+        return EvidenceStream(self, key, name=name, content_type=content_type, part_size=part_size)
 
-EVIDENCE_PERMISSIONS = ("s3:GetBucketObjectLockConfiguration", "s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion")
+
+EVIDENCE_PERMISSIONS = ("s3:GetBucketObjectLockConfiguration", "s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion",
+                        "s3:AbortMultipartUpload", "s3:ListBucketVersions", "s3:ListBucket")
+
+
+class EvidenceStream:
+    """A large piece of evidence written as it arrives: an S3 multipart upload, parts sent from a
+    thread while the next one fills, never the whole thing on local disk or in memory.
+
+    S3's multipart checksums are per part, so the caller hashes the whole stream and ``complete``
+    stores that digest as the object's sha256 metadata."""
+
+    def __init__(self, store: "EvidenceStore", key: str, *, name: str = "", content_type: str = "application/octet-stream",
+                 part_size: int = 64 << 20, attempts: int = 3):
+        import queue
+        import threading
+
+        self.store, self.key, self.name, self.content_type = store, key, name or key.rsplit("/", 1)[-1], content_type
+        self.part_size, self.attempts = max(part_size, 5 << 20), attempts
+        self.protection = store.protection()
+        params = dict(Bucket=store.bucket, Key=key, ContentType=content_type, ChecksumAlgorithm="SHA256")
+        if self.protection.locked:
+            params.update(ObjectLockMode=self.protection.mode, ObjectLockRetainUntilDate=self.protection.retain_until)
+        self.upload_id = call(store.s3, "create_multipart_upload", **params)["UploadId"]
+        self.buffer = bytearray()
+        self.parts: list[dict] = []
+        self.size = 0
+        self.error: Exception | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two parts waiting: memory stays bounded
+        self._thread = threading.Thread(target=self._send_parts, name=f"upload-{self.name}", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        if self.error:
+            raise ActionError(f"uploading {self.name} failed: {self.error}")
+        self.buffer += data
+        self.size += len(data)
+        while len(self.buffer) >= self.part_size:
+            self._queue.put(bytes(self.buffer[: self.part_size]))
+            del self.buffer[: self.part_size]
+
+    def _send_parts(self) -> None:
+        number = 0
+        while True:
+            body = self._queue.get()
+            if body is None or self.error:
+                return
+            number += 1
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    sent = call(self.store.s3, "upload_part", Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
+                                PartNumber=number, Body=body, ChecksumAlgorithm="SHA256")
+                    self.parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": sent.get("ChecksumSHA256")})
+                    break
+                except ActionError as exc:
+                    if attempt == self.attempts:
+                        self.error = exc
+                        return
+
+    def _finish_parts(self) -> None:
+        if self.buffer or self.size == 0:  # S3 wants at least one part, even for nothing
+            self._queue.put(bytes(self.buffer))
+            self.buffer.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self.error:
+            raise ActionError(f"uploading {self.name} failed: {self.error}")
+
+    def complete(self, sha256: str) -> dict:
+        """Finish the upload, then record the whole-object digest as the object's sha256 metadata."""
+        self._finish_parts()
+        parts = [{k: v for k, v in p.items() if v is not None} for p in sorted(self.parts, key=lambda p: p["PartNumber"])]
+        call(self.store.s3, "complete_multipart_upload", Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
+             MultipartUpload={"Parts": parts})
+        # Metadata can't be added to an upload already started, so the object is copied onto itself
+        # with it (S3 copies server-side; a large object is copied in parts).
+        extra = {"Metadata": {"sha256": sha256}, "MetadataDirective": "REPLACE", "ContentType": self.content_type, "ChecksumAlgorithm": "SHA256"}
+        try:
+            self.store.s3.copy({"Bucket": self.store.bucket, "Key": self.key}, self.store.bucket, self.key, ExtraArgs=extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise ActionError(explain(exc, service="s3", region=self.store.s3.meta.region_name)) from exc
+        head = call(self.store.s3, "head_object", Bucket=self.store.bucket, Key=self.key)
+        if self.protection.locked and head.get("ObjectLockMode") != self.protection.mode:
+            # The copy is a new version: lock it (retention is set on the version, after the copy).
+            call(self.store.s3, "put_object_retention", Bucket=self.store.bucket, Key=self.key, VersionId=head["VersionId"],
+                 Retention={"Mode": self.protection.mode, "RetainUntilDate": self.protection.retain_until})
+        if head.get("Metadata", {}).get("sha256") != sha256 or head["ContentLength"] != self.size:
+            raise ActionError(f"{self.name}: S3 holds {head['ContentLength']} bytes with digest {head.get('Metadata', {}).get('sha256')}, not what was sent")
+        return {"uri": f"s3://{self.store.bucket}/{self.key}", "key": self.key, "version_id": head.get("VersionId"),
+                "size": self.size, "sha256": sha256, "url": self.store.link(self.key, head.get("VersionId"))}
+
+    def abort(self) -> None:
+        """Throw the partial upload away: a failed capture leaves nothing that looks like evidence."""
+        if self.error is None:
+            self.error = ActionError("aborted")
+        try:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+        except Exception:  # noqa: BLE001 - emptying a queue another thread reads
+            pass
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        try:
+            self.store.s3.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
+        except (ClientError, BotoCoreError):
+            pass

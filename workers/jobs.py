@@ -8,6 +8,7 @@ approved in time.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -31,7 +32,7 @@ from actions.registry import Risk
 from actions.cloudtrail import CloudTrailEvents, EventSource
 from actions.context import RunContext
 from actions.steps import Outcome
-from workers import messages
+from workers import memory, messages
 from workers.approvals import ApprovalBook, book_from_settings
 from workers.audit import AuditTrail
 from workers.evidence import EvidenceStore, StoredObject
@@ -87,20 +88,33 @@ class Context:
             )
         return self._store
 
+    def for_request(self, request: CommandRequest) -> "Context":
+        """The same job's context for one target of a batch: its own evidence prefix."""
+        other = copy.copy(self)
+        other.request, other._prefix, other.kept = request, None, []
+        return other
+
+    def evidence_prefix(self) -> str:
+        if self._prefix is None:
+            self._prefix = evidence_prefix(self.request, self.request.targets[0] if self.request.targets else "-")
+        return self._prefix
+
     def run_context(self, approvers=()) -> RunContext:
         r = self.request
+        has_store = bool(self.settings.evidence_bucket)
         return RunContext(
             incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
-            keep=self.keep if self.settings.evidence_bucket else None, analyst_cidr=self.settings.analyst_cidr,
+            keep=self.keep if has_store else None, analyst_cidr=self.settings.analyst_cidr,
             untrack_pause_seconds=self.settings.untrack_pause_seconds,
+            memory=memory.memory_settings(self.settings),
+            open_sink=(lambda name: self.store.open_stream(self.evidence_prefix() + name, name=name,
+                                                           part_size=self.settings.memory_part_mib << 20)) if has_store else None,
         )
 
     def keep(self, artefact) -> str:
         """Store one piece of evidence now, note it in the audit trail; returns its s3:// URI."""
         target = self.request.targets[0] if self.request.targets else "-"
-        if self._prefix is None:
-            self._prefix = evidence_prefix(self.request, target)
-        obj = self.store.put(self._prefix + artefact.name, artefact.body, name=artefact.name,
+        obj = self.store.put(self.evidence_prefix() + artefact.name, artefact.body, name=artefact.name,
                              content_type=artefact.content_type, description=artefact.description)
         self.kept.append(obj)
         self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
@@ -301,7 +315,10 @@ def prepare_request(request_id: str) -> dict:
     if pending is None:
         return {"ok": False, "error": "no such request"}
     try:
-        plan = [s.to_dict() for s in _run_action(ctx, dry_run=True).steps]
+        if ctx.request.command == "memory":
+            plan = memory.plan(ctx)
+        else:
+            plan = [s.to_dict() for s in _run_action(ctx, dry_run=True).steps]
     except ActionError as exc:
         ctx.book.plan_failed(request_id, str(exc), actor=ctx.worker)
         text, blocks = messages.failed(ctx.request, str(exc))
@@ -327,12 +344,21 @@ def execute_request(request_id: str) -> dict:
     ctx, pending = _load(request_id)
     if pending is None:
         return {"ok": False, "error": "no such request"}
+    if ctx.request.command in ("stop", "compromise") and pending.state == "approved":
+        capturing = ctx.connection.get(memory.active_key(ctx.request.targets[0]))
+        if capturing:
+            # Stopping now would lose the memory being captured: wait for the capture to end.
+            log.info("waiting for a memory capture", capture=capturing.decode())
+            queue(ctx.connection).enqueue_in(timedelta(seconds=15), "workers.jobs.execute_request", request_id)
+            return {"ok": False, "state": "approved", "waiting_for": capturing.decode()}
     decision = ctx.book.start(request_id, ctx.worker)
     if not decision.ok:
         log.warning("execution refused", reason=decision.reason, state=decision.state)
         redraw(ctx, ctx.book.get(request_id))
         return {"ok": False, "state": decision.state, "error": decision.reason}
     redraw(ctx, decision.request)
+    if ctx.request.command == "memory":
+        return memory.start_batch(ctx, decision.request)
     steps: list[dict] = []
 
     def on_step(step):

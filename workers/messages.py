@@ -211,3 +211,29 @@ def _detail(record: dict) -> str:
     if record["action"] in ("approval.refused", "request.refused", "job.refused"):
         return f"({params.get('why', '')})"
     return ""
+
+
+STATE_MARKS = {"queued": ":hourglass:", "connecting": ":electric_plug:", "capturing": ":arrow_down:", "complete": ":white_check_mark:", "failed": ":x:"}
+
+
+def memory_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str, list[dict]]:
+    """One line per target of a memory batch: bytes, speed, time left, state."""
+    lines = []
+    for target, row in rows.items():
+        done, expected, rate = row.get("done") or 0, row.get("expected"), row.get("rate") or 0.0
+        amount = f"{human_size(done)}" + (f" of {human_size(expected)}" if expected else "")
+        speed = f" · {rate / 1e6:.0f} MB/s" if rate and row.get("state") == "capturing" else ""
+        eta = f" · {max(0, (expected - done) / rate):.0f} s left" if expected and rate and row.get("state") == "capturing" else ""
+        tail = ""
+        if row.get("state") == "complete":
+            tail = f" · sha256 `{row.get('sha256')}` · {row.get('uri')}"
+        elif row.get("state") == "failed":
+            tail = f" · {escape(row.get('reason', ''))}"
+        lines.append(f"{STATE_MARKS.get(row.get('state'), '')} `{escape(target)}` — {row.get('state')} · {amount}{speed}{eta}{tail}")
+    finished = sum(1 for r in rows.values() if r.get("state") in ("complete", "failed"))
+    head = f"Memory capture for <@{request.user_id}> (request {request.id}): {finished} of {len(rows)} targets ended."
+    text = "\n".join([head, *lines])
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":brain: *Memory capture* · {finished} of {len(rows)} targets ended"}},
+              {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "—"}},
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]}]
+    return text, blocks

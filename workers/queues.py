@@ -8,9 +8,10 @@ from rq.serializers import JSONSerializer
 
 from workers.request import CommandRequest
 
-# One queue for now; memory captures will get their own so a long batch can't starve the rest.
+# Memory captures have their own queue, so a long batch can't hold up a quick isolate.
 ACTIONS_QUEUE = "irbot-actions"
-QUEUE_NAMES = (ACTIONS_QUEUE,)
+MEMORY_QUEUE = "irbot-memory"
+QUEUE_NAMES = (ACTIONS_QUEUE, MEMORY_QUEUE)
 
 # JSON, not pickle: a job in Redis is data to read, never code to run.
 SERIALIZER = JSONSerializer

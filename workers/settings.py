@@ -20,6 +20,14 @@ class Variable:
     default: str | None = None
 
 
+# AVML writes a LiME-format image to a path; /dev/stdout streams it over SSH without touching the disk.
+DEFAULT_MEMORY_COMMAND = "sudo avml /dev/stdout"
+# LiME format: each "System RAM" range of /proc/iomem, preceded by a 32-byte header.
+DEFAULT_SIZE_COMMAND = (
+    "sudo grep ': System RAM' /proc/iomem | { t=0; while IFS='-: ' read -r s e _; do t=$((t + 0x$e - 0x$s + 1 + 32)); done; echo $t; }"
+)
+
+
 VARIABLES = (
     Variable("SLACK_BOT_TOKEN", "the bot token of irbot's Slack app (xoxb-...)", ("serve", "worker")),
     Variable("SLACK_SIGNING_SECRET", "the signing secret of irbot's Slack app (HTTP mode)", ("serve",)),
@@ -37,6 +45,14 @@ VARIABLES = (
     Variable("IR_APPROVAL_EXPIRY_SECONDS", "how long a gated request waits for approval", (), "1800"),
     Variable("IR_ANALYST_CIDR", "the one address range isolation still lets SSH in from, e.g. 203.0.113.7/32", ()),
     Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),
+    Variable("IR_SSH_KEY", "path of the private key (ed25519, ECDSA or RSA) irbot uses for memory capture", ()),
+    Variable("IR_SSH_USER", "the SSH user for memory targets given without one (default ec2-user for instances)", ()),
+    Variable("IR_SSH_KNOWN_HOSTS", "known_hosts file of the hosts irbot may capture from (instances: else their console's host keys)", ()),
+    Variable("IR_SSH_BASTION", "user@host[:port] of a bastion to reach instances through", ()),
+    Variable("IR_MEMORY_COMMAND", "remote command whose standard output is the memory image", (), DEFAULT_MEMORY_COMMAND),
+    Variable("IR_MEMORY_SIZE_COMMAND", "remote command printing the image's size in bytes, to check completeness", (), "LiME-format size from /proc/iomem"),
+    Variable("IR_MEMORY_STALL_SECONDS", "a capture with no data for this long fails", (), "60"),
+    Variable("IR_MEMORY_PART_MIB", "S3 multipart part size for memory images, in MiB (5 to 512)", (), "64"),
     Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
@@ -68,6 +84,14 @@ class Settings:
     log_level: str = "INFO"
     analyst_cidr: str | None = None
     untrack_pause_seconds: int = 2
+    ssh_key: str | None = None
+    ssh_user: str | None = None
+    ssh_known_hosts: str | None = None
+    ssh_bastion: str | None = None
+    memory_command: str = DEFAULT_MEMORY_COMMAND
+    memory_size_command: str | None = DEFAULT_SIZE_COMMAND
+    memory_stall_seconds: int = 60
+    memory_part_mib: int = 64
 
     @property
     def socket_mode(self) -> bool:
@@ -149,6 +173,14 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         log_level=log_level,
         analyst_cidr=_analyst_cidr(get),
         untrack_pause_seconds=_integer(get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
+        ssh_key=_readable_file(get, "IR_SSH_KEY", "the path of a private key file"),
+        ssh_user=get("IR_SSH_USER"),
+        ssh_known_hosts=_readable_file(get, "IR_SSH_KNOWN_HOSTS", "the path of a known_hosts file"),
+        ssh_bastion=get("IR_SSH_BASTION"),
+        memory_command=get("IR_MEMORY_COMMAND") or DEFAULT_MEMORY_COMMAND,
+        memory_size_command=None if (get("IR_MEMORY_SIZE_COMMAND") or "").lower() == "none" else (get("IR_MEMORY_SIZE_COMMAND") or DEFAULT_SIZE_COMMAND),
+        memory_stall_seconds=_integer(get, "IR_MEMORY_STALL_SECONDS", 60, 1, 3600, "a number of seconds from 1 to 3600"),
+        memory_part_mib=_integer(get, "IR_MEMORY_PART_MIB", 64, 5, 512, "a number of MiB from 5 to 512"),
     )
 
 
@@ -163,6 +195,15 @@ def _integer(get, name: str, default: int, low: int, high: int, what: str) -> in
     if not low <= value <= high:
         raise ConfigError(f"{name} is malformed: it should hold {what}.")
     return value
+
+
+def _readable_file(get, name: str, what: str) -> str | None:
+    import os
+
+    path = get(name)
+    if path is not None and not os.access(path, os.R_OK):
+        raise ConfigError(f"{name} is malformed: it should hold {what} irbot can read ({path} is not readable).")
+    return path
 
 
 def _analyst_cidr(get) -> str | None:

@@ -1,0 +1,193 @@
+"""Memory capture from a real sshd on loopback into moto's S3: every byte or a failure, never between."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime
+
+import boto3
+import paramiko
+import pytest
+from rq import SimpleWorker
+
+from actions.ssh import TrustedKeys, fingerprint, trusted_from_console
+from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, evidence_keys, make_world
+from workers.approvals import ApprovalBook
+from workers.audit import AuditTrail
+from workers.jobs import execute_request, prepare_request
+from workers.queues import SERIALIZER, queues
+from workers.request import CommandRequest
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def memory_env(irbot_env, sshd, memory_source, monkeypatch):
+    settings = {
+        "IR_SSH_KEY": str(sshd.client_keys["ed25519"]),
+        "IR_SSH_KNOWN_HOSTS": str(sshd.known_hosts),
+        "IR_MEMORY_COMMAND": f"cat {memory_source}",
+        "IR_MEMORY_SIZE_COMMAND": f"stat -c %s {memory_source}",
+        "IR_MEMORY_STALL_SECONDS": "2",
+        "IR_MEMORY_PART_MIB": "8",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    make_world()
+    return settings
+
+
+def capture(redis_conn, *targets: str) -> dict:
+    """/ir memory through the gate (approved by someone else), the batch run by a worker here."""
+    request = CommandRequest(command="memory", targets=targets, options={}, user_id=RESPONDER, channel_id=CHANNEL, incident=CHANNEL)
+    book = ApprovalBook(redis_conn, AuditTrail(redis_conn), responders={RESPONDER}, approvers={SECOND_RESPONDER})
+    book.open(request)
+    assert prepare_request(request.id)["state"] == "pending"
+    book.approve(request.id, SECOND_RESPONDER)
+    assert execute_request(request.id)["state"] == "running"
+    SimpleWorker(queues(redis_conn), connection=redis_conn, serializer=SERIALIZER).work(burst=True, logging_level="ERROR")
+    return {"request": request, "state": book.get(request.id)}
+
+
+def images() -> list[str]:
+    return [k for k in evidence_keys() if k.endswith(".lime")]
+
+
+def no_uploads_left() -> bool:
+    return boto3.client("s3").list_multipart_uploads(Bucket="ir-evidence").get("Uploads", []) == []
+
+
+def custody_records(redis_conn) -> list[dict]:
+    return [r for r in AuditTrail(redis_conn).records() if r["action"] == "memory.custody"]
+
+
+def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys(memory_env, sshd, memory_source, redis_conn, slack):
+    rekeys_before = sshd.rekeys()
+    done = capture(redis_conn, sshd.target())
+    assert done["state"].state == "finished"
+
+    expected = memory_source.read_bytes()
+    [key] = images()
+    obj = boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)
+    body = obj["Body"].read()
+    assert body == expected
+    assert obj["Metadata"]["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert obj["ObjectLockMode"] == "COMPLIANCE"
+    assert no_uploads_left()
+    assert sshd.rekeys() >= rekeys_before + 2  # 40 MiB through a 16M RekeyLimit
+
+    # Chain of custody, as evidence and in the audit trail.
+    [custody_key] = [k for k in evidence_keys() if k.endswith(".custody.json")]
+    custody = json.loads(boto3.client("s3").get_object(Bucket="ir-evidence", Key=custody_key)["Body"].read())
+    host_key = paramiko.PKey.from_path(str(sshd.host_key))
+    assert custody["host_key"].startswith(fingerprint(host_key))
+    assert custody["bytes"] == len(expected) == custody["expected_bytes"]
+    assert custody["sha256"] == obj["Metadata"]["sha256"] and custody["s3"].endswith(key) and custody["version_id"]
+    assert custody["requester"] == RESPONDER and custody["approvers"] == [SECOND_RESPONDER]
+    assert custody["command"] == memory_env["IR_MEMORY_COMMAND"] and custody["started_at"] and custody["ended_at"]
+    [audited] = custody_records(redis_conn)
+    assert audited["outcome"] == "complete" and audited["params"]["sha256"] == custody["sha256"]
+
+    # The batch's message reports it with its digest.
+    progress = next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))
+    final = slack.current(CHANNEL, progress["ts"])["text"]
+    assert "1 of 1 targets ended" in final and f"sha256 `{custody['sha256']}`" in final
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
+def test_ecdsa_and_rsa_keys_work_too(memory_env, sshd, memory_source, redis_conn, slack, monkeypatch, kind):
+    monkeypatch.setenv("IR_SSH_KEY", str(sshd.client_keys[kind]))
+    monkeypatch.setenv("IR_MEMORY_COMMAND", f"head -c {MiB} {memory_source}")
+    monkeypatch.setenv("IR_MEMORY_SIZE_COMMAND", f"echo {MiB}")
+    assert capture(redis_conn, sshd.target())["state"].state == "finished"
+    [key] = images()
+    assert boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read() == memory_source.read_bytes()[:MiB]
+
+
+@pytest.mark.parametrize(
+    "command, reason",
+    [
+        ("head -c 9437184 {src}; sleep 30", "stalled: no data for 2 s after 9437184 bytes"),
+        ("head -c 9437184 {src}; kill -9 $PPID", "the connection dropped after"),
+        ("head -c 9437184 {src}", "short stream: 9437184 of 41943040 bytes arrived"),
+        ("head -c 9437184 {src}; exit 3", "the capture command exited 3 after 9437184 bytes"),
+    ],
+    ids=["stall", "drop", "short", "error-exit"],
+)
+def test_a_capture_that_stops_early_fails_and_leaves_no_upload(memory_env, sshd, memory_source, redis_conn, slack, monkeypatch, command, reason):
+    monkeypatch.setenv("IR_MEMORY_COMMAND", command.format(src=memory_source))
+    done = capture(redis_conn, sshd.target())
+    assert done["state"].state == "failed"
+    assert images() == [] and no_uploads_left()
+    progress = next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))
+    final = slack.current(CHANNEL, progress["ts"])["text"]
+    assert "failed" in final and reason in final
+    assert custody_records(redis_conn)[0]["outcome"] == "failed"
+
+
+def test_a_wrong_host_key_is_refused(memory_env, sshd, redis_conn, slack, tmp_path, monkeypatch):
+    other = paramiko.Ed25519Key.from_private_key_file(str(sshd.client_keys["ed25519"]))  # any key but the server's
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {other.get_name()} {other.get_base64()}\n")
+    monkeypatch.setenv("IR_SSH_KNOWN_HOSTS", str(wrong))
+    done = capture(redis_conn, sshd.target())
+    assert done["state"].state == "failed"
+    final = slack.current(CHANNEL, next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))["ts"])["text"]
+    assert "is not the one irbot knows from IR_SSH_KNOWN_HOSTS; refusing to connect" in final
+    assert images() == [] and no_uploads_left()
+
+
+def test_an_unknown_host_is_refused_not_trusted_on_first_use(memory_env, sshd, redis_conn, slack):
+    done = capture(redis_conn, sshd.target("127.0.0.3"))
+    assert done["state"].state == "failed"
+    final = slack.current(CHANNEL, next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))["ts"])["text"]
+    assert "irbot knows no host key for 127.0.0.3" in final
+
+
+def test_host_keys_are_read_from_an_instances_console_output():
+    key = paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
+    console = (
+        "cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+        "256 SHA256:O3/X6gZLdvEKNUkJL1AtWCT1yM9nMIqZRBI4ZGYGPVk root@ip-10-0-1-5 (ED25519)\n"
+        "cloud-init: -----END SSH HOST KEY FINGERPRINTS-----\n"
+    )
+    trusted = trusted_from_console(console)
+    assert trusted.fingerprints == {"SHA256:O3/X6gZLdvEKNUkJL1AtWCT1yM9nMIqZRBI4ZGYGPVk"}
+    assert trusted_from_console("Linux version 6.1 ... login:").fingerprints == frozenset()
+    assert key is None or isinstance(trusted, TrustedKeys)
+
+
+def test_three_targets_in_parallel_on_three_workers_one_failing(start_irbot, world, sshd, memory_source, slack):
+    half = 20 << 20
+    irbot = start_irbot(
+        IR_SSH_KEY=str(sshd.client_keys["ed25519"]), IR_SSH_KNOWN_HOSTS=str(sshd.known_hosts),
+        # A pause midway keeps each capture going long enough for the three to overlap.
+        IR_MEMORY_COMMAND=f"head -c {half} {memory_source}; sleep 1; tail -c +{half + 1} {memory_source}",
+        IR_MEMORY_SIZE_COMMAND=f"stat -c %s {memory_source}", IR_MEMORY_PART_MIB="8", IR_MEMORY_STALL_SECONDS="10",
+    )
+    irbot.add_workers(2)
+    good, also_good, unknown = sshd.target("127.0.0.1"), sshd.target("127.0.0.2"), sshd.target("127.0.0.3")
+    status, reply, elapsed = irbot.command(f"memory {good} {also_good} {unknown}")
+    assert status == 200 and elapsed < 3 and "needs approval" in reply["text"]
+    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
+    assert card["text"].count("would do: ssh ") == 3
+    request_id = next(b for b in card["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
+
+    progress = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if m["text"].startswith("Memory capture")), None))
+    final = slack.wait_for(lambda s: "3 of 3 targets ended" in s.current(CHANNEL, progress["ts"])["text"] and s.current(CHANNEL, progress["ts"])["text"], timeout=120)
+    digest = hashlib.sha256(memory_source.read_bytes()).hexdigest()
+    assert final.count(f"sha256 `{digest}`") == 2
+    assert "irbot knows no host key for 127.0.0.3" in final
+    assert "Failed" in slack.current(CHANNEL, card["ts"])["text"] and "2 of 3 captures complete" in slack.current(CHANNEL, card["ts"])["text"]
+
+    s3 = boto3.client("s3")
+    custody = [json.loads(s3.get_object(Bucket="ir-evidence", Key=k)["Body"].read()) for k in evidence_keys() if k.endswith(".custody.json")]
+    assert len(custody) == 2 and all(c["sha256"] == digest for c in custody)
+    for key in images():
+        assert s3.head_object(Bucket="ir-evidence", Key=key)["Metadata"]["sha256"] == digest
+    # The two captures ran at the same time, on different workers.
+    (start1, end1), (start2, end2) = [(datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["ended_at"])) for c in custody]
+    assert start1 < end2 and start2 < end1
