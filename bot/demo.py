@@ -11,9 +11,13 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 DEMO_TOKEN = "xoxb-000000000000-000000000000-irbotdemotokenxxxxxxxxxx"
@@ -39,6 +43,8 @@ def run(out=None) -> int:
     from workers.settings import load
 
     slack = FakeSlack(DEMO_TOKEN).start()
+    workdir = tempfile.TemporaryDirectory(prefix="irbot-demo-")
+    sshd, why_not = _start_sshd(Path(workdir.name))
     os.environ.update(
         {
             "SLACK_BOT_TOKEN": DEMO_TOKEN,
@@ -51,6 +57,12 @@ def run(out=None) -> int:
             "IR_UNTRACK_PAUSE_SECONDS": "0",
         }
     )
+    if sshd:
+        image = Path(workdir.name) / "memory.img"
+        image.write_bytes(os.urandom(32 << 20))  # the stand-in for a host's memory
+        os.environ.update({"IR_SSH_KEY": str(sshd.client_keys["ed25519"]), "IR_SSH_KNOWN_HOSTS": str(sshd.known_hosts),
+                           "IR_MEMORY_COMMAND": f"cat {image}", "IR_MEMORY_SIZE_COMMAND": f"stat -c %s {image}",
+                           "IR_MEMORY_PART_MIB": "8"})
     settings = load(os.environ, "serve")
     logs.configure(settings.secrets(), level="ERROR")
     try:
@@ -82,12 +94,34 @@ def run(out=None) -> int:
             scene.say("bob", f"/ir hunt-key {leaked_key} --since {today}")
             scene.say("bob", f"/ir revoke-key {leaked_key}")
             scene.click("alice", "ir_approve", scene.pending_request())
+            scene.title("Scene: memory — capture a host's memory over SSH, straight into the evidence bucket.")
+            if sshd:
+                scene.say("alice", f"/ir memory {sshd.target()}")
+                scene.click("bob", "ir_approve", scene.pending_request())
+            else:
+                print(f"(No memory scene: {why_not}. The rest of the demo goes on.)", file=out)
             scene.say("alice", "/ir audit")
             scene.verify_evidence()
             scene.verify_audit(connection)
     finally:
         slack.stop()
+        if sshd:
+            sshd.stop()
+        workdir.cleanup()
     return 0
+
+
+def _start_sshd(workdir: Path):
+    """A loopback sshd for the memory scene, or (None, why there is none)."""
+    from bot.local_sshd import SshServer, find_sshd
+
+    binary = find_sshd()
+    if not binary or not shutil.which("ssh-keygen"):
+        return None, "no OpenSSH server on this machine (apt-get install openssh-server)"
+    try:
+        return SshServer(workdir, binary), ""
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        return None, f"sshd would not start here ({type(exc).__name__})"
 
 
 def _isolate_environment() -> None:
@@ -271,7 +305,8 @@ def _user_id(name: str) -> str:
 
 EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_mark:": "✅", ":x:": "❌", ":no_entry:": "⛔",
          ":heavy_multiplication_x:": "✖", ":alarm_clock:": "⏰", ":small_blue_diamond:": "🔹", ":ballot_box_with_check:": "☑",
-         ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍"}
+         ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍", ":hourglass:": "⌛", ":brain:": "🧠",
+         ":electric_plug:": "🔌", ":arrow_down:": "⬇"}
 
 
 def _json(body: str) -> dict:

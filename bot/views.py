@@ -27,7 +27,8 @@ def awaiting_approval(command: Command, user_id: str, request_id: str) -> dict:
     targets = " ".join(command.targets)
     return {
         "response_type": "in_channel",
-        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it changes AWS, so it needs approval by someone else. "
+        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it {'runs code on a host' if command.name == 'memory' else 'changes AWS'}, "
+        "so it needs approval by someone else. "
         f"The plan and the Approve / Deny buttons follow here (request `{request_id}`).",
     }
 

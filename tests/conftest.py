@@ -138,7 +138,7 @@ def start_irbot(moto_endpoint, redis_url, slack, tmp_path):
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    from tests.sshd import SshServer
+    from bot.local_sshd import SshServer
 
     binary = need_binary("sshd")
     need_binary("ssh-keygen")

@@ -22,8 +22,17 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
     assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(us-east-1\) collected for @alice: 8 objects", out)
-    # 8 from collect, the isolation record, hunt-key's findings: all match their digests.
-    assert "Evidence bucket s3://irbot-demo-evidence: 10 evidence objects, 10 of them match their sha256 metadata." in out
+    from bot.local_sshd import find_sshd
+
+    if find_sshd():
+        # The memory scene: one host captured over SSH, verified, into the bucket.
+        assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
+        assert "1 of 1 targets ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
+        # 8 from collect, the isolation record, hunt-key's findings, the image and its chain of custody.
+        assert "Evidence bucket s3://irbot-demo-evidence: 12 evidence objects, 12 of them match their sha256 metadata." in out
+    else:
+        assert "(No memory scene: no OpenSSH server on this machine" in out
+        assert "Evidence bucket s3://irbot-demo-evidence: 10 evidence objects, 10 of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)

@@ -191,3 +191,15 @@ def test_three_targets_in_parallel_on_three_workers_one_failing(start_irbot, wor
     # The two captures ran at the same time, on different workers.
     (start1, end1), (start2, end2) = [(datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["ended_at"])) for c in custody]
     assert start1 < end2 and start2 < end1
+
+
+def test_a_target_is_reached_through_the_bastion_when_one_is_set(memory_env, sshd, memory_source, redis_conn, slack, monkeypatch):
+    monkeypatch.setenv("IR_SSH_BASTION", sshd.target("127.0.0.1"))
+    monkeypatch.setenv("IR_MEMORY_COMMAND", f"head -c {MiB} {memory_source}")
+    monkeypatch.setenv("IR_MEMORY_SIZE_COMMAND", f"echo {MiB}")
+    tunnels_before = sshd.log.read_text(errors="replace").count("direct-tcpip")
+    done = capture(redis_conn, sshd.target("127.0.0.2"))
+    assert done["state"].state == "finished"
+    [key] = images()
+    assert boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read() == memory_source.read_bytes()[:MiB]
+    assert sshd.log.read_text(errors="replace").count("direct-tcpip") > tunnels_before  # it went through the bastion

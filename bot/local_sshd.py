@@ -1,4 +1,6 @@
-"""A real OpenSSH server on loopback for the memory-capture tests, with generated keys."""
+"""A throwaway OpenSSH server on loopback with generated keys, for the demo's memory scene and the tests.
+
+It listens on 127.0.0.1, .2 and .3; known_hosts names the first two only."""
 
 from __future__ import annotations
 
@@ -10,11 +12,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import free_port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_sshd() -> str | None:
+    return shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 
 
 class SshServer:
-    def __init__(self, workdir: Path, sshd: str, *, rekey_limit: str = "16M"):
+    def __init__(self, workdir: Path, sshd: str, *, rekey_limit: str | None = "16M"):
         self.dir = workdir
         self.port = free_port()
         self.user = getpass.getuser()
@@ -31,7 +42,7 @@ class SshServer:
             f"Port {self.port}", "ListenAddress 127.0.0.1", "ListenAddress 127.0.0.2", "ListenAddress 127.0.0.3", f"HostKey {self.host_key}", f"PidFile {workdir / 'sshd.pid'}",
             f"AuthorizedKeysFile {workdir / 'authorized_keys'}", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-            f"RekeyLimit {rekey_limit}", "LogLevel DEBUG1", "MaxStartups 50", "MaxSessions 50", "",
+            f"RekeyLimit {rekey_limit}" if rekey_limit else "", "LogLevel DEBUG1", "MaxStartups 50", "MaxSessions 50", "",
         ]))
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
