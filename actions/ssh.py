@@ -185,5 +185,11 @@ def stream(transport: paramiko.Transport, command: str, on_data: Callable[[bytes
         if status == -1:
             raise ActionError(f"the connection dropped after {total} bytes")
         return status
+    except (EOFError, OSError, paramiko.SSHException) as exc:
+        # paramiko reports a connection that died under it in several ways; all mean the same here.
+        raise ActionError(f"the connection dropped after {total} bytes ({type(exc).__name__})") from None
     finally:
-        channel.close()
+        try:
+            channel.close()
+        except (EOFError, OSError, paramiko.SSHException):
+            pass

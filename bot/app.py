@@ -19,7 +19,11 @@ from bot import views
 from bot.grammar import UsageError, parse
 from workers import messages
 from workers.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
+from rq import Queue
+
 from workers.audit import AuditTrail
+from workers.incidents import Incident, IncidentBook, redraw_card, summarise
+from workers.queues import ACTIONS_QUEUE, SERIALIZER
 from workers.logs import get_logger
 from workers.queues import enqueue, enqueue_execution, enqueue_gated
 from workers.request import CommandRequest
@@ -27,8 +31,8 @@ from workers.settings import Settings
 
 log = get_logger(__name__)
 
-# Commands the bot answers itself, without a worker.
-BOT_COMMANDS = frozenset({"help", "audit"})
+# Commands that are not AWS actions: the bot answers them, or hands them to a worker itself.
+BOT_COMMANDS = frozenset({"help", "audit", "status", "declare", "close", "report"})
 
 
 def available_commands() -> frozenset[str]:
@@ -51,6 +55,26 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
 
     for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
         app.action(action_id)(_button(book, connection, client, verb))
+
+    @app.action("ir_declare_finding")
+    def declare_from_finding(ack, body: dict) -> None:
+        """Declare an incident from a finding card: its title and severity, by whoever clicked."""
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        user_id = body.get("user", {}).get("id", "")
+        channel_id = (body.get("channel") or {}).get("id", "")
+        try:
+            asked = json.loads(action.get("value") or "{}")
+        except ValueError:
+            return
+        if user_id not in settings.responders:
+            _tell(client, channel_id, user_id, views.not_a_responder(user_id)["text"])
+            return
+        new_id = IncidentBook(connection).new_id()
+        Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER).enqueue(
+            "workers.incidents.declare_incident",
+            {"id": new_id, "title": str(asked.get("title", "finding"))[:80], "severity": asked.get("severity"), "user_id": user_id,
+             "channel_id": channel_id, "finding": asked.get("finding", "")}, job_id=f"declare-{new_id}")
 
     @app.action(re.compile(r"^ir_request_"))
     def from_card(ack, body: dict) -> None:
@@ -99,8 +123,14 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
         return views.help_reply(available_commands(), gated)
     if command.name not in available_commands():
         return views.not_available(command)
-    if command.name == "audit":
-        return _audit_reply(book.audit, channel_id)
+    incidents = IncidentBook(connection)
+    try:
+        declared = incidents.for_channel(channel_id)
+    except RedisError:
+        return views.queue_unavailable()
+    incident_id = declared.id if declared else channel_id
+    if command.name in ("audit", "status", "declare", "close", "report"):
+        return _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id)
 
     options = dict(command.options)
     if settings.aws_region:
@@ -116,7 +146,7 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
         channel_name=payload.get("channel_name", ""),
         team_id=payload.get("team_id", ""),
         response_url=payload.get("response_url", ""),
-        incident=channel_id,
+        incident=incident_id,
     )
     gated = actions.get(command.name).risk is Risk.CHANGE and not command.options.get("dry_run")
     try:
@@ -134,6 +164,39 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
         return views.queue_unavailable()
     log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
     return views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
+
+
+def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:
+    """declare, status, close, report and audit: about the incident this channel is."""
+    user_id, channel_id = payload.get("user_id", ""), payload.get("channel_id", "")
+    queue = Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
+    try:
+        if command.name == "audit":
+            return _audit_reply(book.audit, incident_id)
+        if command.name == "status":
+            subject = declared or Incident(id=incident_id, title=f"incident of this channel ({incident_id})", severity="-", commander=user_id)
+            text, _ = messages.incident_card(subject, summarise(book.audit.for_incident(incident_id)), book.audit.head())
+            return {"response_type": "in_channel", "text": text}
+        if command.name == "declare":
+            new_id = incidents.new_id()
+            queue.enqueue("workers.incidents.declare_incident", {"id": new_id, "title": command.targets[0], "severity": command.options.get("severity"),
+                                                                  "user_id": user_id, "channel_id": channel_id}, job_id=f"declare-{new_id}")
+            return {"response_type": "in_channel",
+                    "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}
+        if declared is None:
+            return views.ephemeral(f"This channel is not a declared incident's channel, so there is nothing to {command.name} here. "
+                                   "`/ir declare <title>` makes one.")
+        if command.name == "close":
+            if declared.status == "closed":
+                return views.ephemeral(f"{declared.id} is closed already.")
+            queue.enqueue("workers.incidents.close_incident", {"incident": declared.id, "user_id": user_id, "summary": command.options.get("summary", "")})
+            return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}
+        request = CommandRequest(id=request_id, command="report", targets=(), options={}, user_id=user_id, channel_id=channel_id,
+                                 incident=declared.id, response_url=payload.get("response_url", ""))
+        queue.enqueue("workers.incidents.build_report", request.to_dict(), job_id=f"report-{request_id}")
+        return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}
+    except RedisError:
+        return views.queue_unavailable()
 
 
 def _audit_reply(audit: AuditTrail, incident: str) -> dict:
@@ -177,6 +240,8 @@ def _button(book: ApprovalBook, connection: Redis, client: WebClient, verb: str)
         _redraw(client, decision.request)
         if decision.state == APPROVED:
             enqueue_execution(connection, request_id)
+        if decision.request.request.incident.startswith("IR-"):
+            redraw_card(client, connection, decision.request.request.incident)
 
     listener.__name__ = f"on_{verb}"
     return listener

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=run_worker)
     demo = commands.add_parser("demo", help="play a scripted incident on a simulated AWS account and Slack; no setup needed")
     demo.set_defaults(run=run_demo)
+    findings = commands.add_parser("findings", help="post GuardDuty and Security Hub findings from SQS as cards in IR_ALERTS_CHANNEL")
+    findings.add_argument("--once", action="store_true", help="handle what is queued now, then exit")
+    findings.set_defaults(run=run_findings)
     audit = commands.add_parser("audit", help="check or export the audit trail")
     audit_commands = audit.add_subparsers(title="audit commands", metavar="AUDIT_COMMAND")
     verify = audit_commands.add_parser("verify", help="recompute the hash chain from Redis and the sealed batches; exit 1 naming the first broken record")
@@ -148,6 +151,28 @@ def run_demo(args) -> int:
         print(f"irbot: the demo needs its extras ({exc.name} is missing): pip install 'irbot[demo]' or run make demo.", file=sys.stderr)
         return 1
     return run()
+
+
+def run_findings(args) -> int:
+    import boto3
+
+    from actions import aws
+    from workers import logs
+    from workers.findings import FindingsConsumer
+    from workers.report import slack_client
+
+    settings = load(os.environ, "findings")
+    logs.configure(settings.secrets(), level=settings.log_level)
+    region = settings.findings_queue_url.split(".")[1] if ".amazonaws.com" in settings.findings_queue_url else settings.aws_region
+    consumer = FindingsConsumer(aws.client(boto3.Session(), "sqs", region or "us-east-1"), settings.findings_queue_url, slack_client(settings),
+                                _redis(settings, blocking=True), settings.alerts_channel, settings.findings_min_severity)
+    logs.get_logger("irbot.findings").info("consuming findings", queue=settings.findings_queue_url, minimum=settings.findings_min_severity)
+    if args.once:
+        while consumer.poll_once(wait_seconds=1):
+            pass
+        return 0
+    consumer.run_forever()
+    return 0
 
 
 def run_audit_verify(args) -> int:

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 DEMO_TOKEN = "xoxb-000000000000-000000000000-irbotdemotokenxxxxxxxxxx"
 DEMO_SECRET = "demo-signing-secret-0123456789abcdef"
 CHANNEL = "C0DEMOINC1"
+ALERTS = "C0ALERTS01"
 PEOPLE = {"U0ALICE01": "alice", "U0BOB0002": "bob", "U0MALLORY": "mallory", "U0IRBOT": "irbot"}
 REGION = "us-east-1"
 BUCKET = "irbot-demo-evidence"
@@ -55,6 +56,7 @@ def run(out=None) -> int:
             "IR_APPROVERS": "U0ALICE01,U0BOB0002",
             "REDIS_URL": "redis://fakeredis/0",
             "IR_UNTRACK_PAUSE_SECONDS": "0",
+            "IR_ALERTS_CHANNEL": ALERTS,
         }
     )
     if sshd:
@@ -76,8 +78,12 @@ def run(out=None) -> int:
             scene = Scene(app, worker, slack, out)
             scene.title(
                 "irbot demo — a scripted incident on a simulated AWS account (moto) and Slack workspace.\n"
-                f"Channel #incident-web-1 ({CHANNEL}); alice and bob are responders and approvers; mallory is neither."
+                "alice and bob are responders and approvers; mallory is neither."
             )
+            scene.title("Scene: GuardDuty spots a miner; the finding arrives in #alerts and alice declares an incident from it.")
+            scene.finding_arrives(_guardduty_finding(instance), connection)
+            scene.click("alice", "ir_declare_finding", scene.button_value("ir_declare_finding"))
+            scene.move_to_incident()
             scene.say("alice", "/ir help")
             scene.say("mallory", f"/ir collect {instance}")
             scene.say("alice", f"/ir colect {instance}")
@@ -101,6 +107,9 @@ def run(out=None) -> int:
             else:
                 print(f"(No memory scene: {why_not}. The rest of the demo goes on.)", file=out)
             scene.say("alice", "/ir audit")
+            scene.say("bob", "/ir status")
+            scene.say("alice", "/ir report")
+            scene.say("alice", "/ir close --summary web-1 isolated and imaged; ci-deploy's leaked key revoked.")
             scene.verify_evidence()
             scene.verify_audit(connection)
     finally:
@@ -172,6 +181,22 @@ def _seed_account() -> str:
     return instance, key["AccessKeyId"], launched
 
 
+def _guardduty_finding(instance_id: str) -> dict:
+    """A GuardDuty finding as EventBridge delivers it, about the demo's instance."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "version": "0", "id": "0e9f8c7a-demo", "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": "123456789012",
+        "time": now, "region": REGION, "resources": [],
+        "detail": {
+            "schemaVersion": "2.0", "accountId": "123456789012", "region": REGION, "partition": "aws", "id": "5ec2c0ffee0demo",
+            "type": "CryptoCurrency:EC2/BitcoinTool.B!DNS", "severity": 8, "createdAt": now, "updatedAt": now,
+            "title": f"EC2 instance {instance_id} is querying a domain name associated with Bitcoin activity.",
+            "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": instance_id, "instanceType": "c5.4xlarge"}},
+            "service": {"serviceName": "guardduty", "eventFirstSeen": now, "eventLastSeen": now, "count": 3},
+        },
+    }
+
+
 class SimulatedCloudTrail:
     """moto has no CloudTrail LookupEvents: this plays the part, knowing what the leaked key did."""
 
@@ -194,6 +219,39 @@ class Scene:
         self.app, self.worker, self.slack, self.out = app, worker, slack, out
         self.seen = 0
         self.clock = time.strftime("%H:%M")
+        self.channel = ALERTS
+        self.names = {ALERTS: "alerts", CHANNEL: "incident-web-1"}
+
+    def finding_arrives(self, event: dict, connection) -> None:
+        """EventBridge puts the finding on the SQS queue; `irbot findings` turns it into a card."""
+        import json
+
+        import boto3
+
+        from workers.findings import FindingsConsumer
+        from workers.report import slack_client
+        from workers.settings import load
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName="irbot-findings")["QueueUrl"]
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
+        print(f"[{self.clock}] (EventBridge delivers a GuardDuty finding to the SQS queue `irbot findings` reads)", file=self.out)
+        FindingsConsumer(sqs, queue, slack_client(load(os.environ)), connection, ALERTS).poll_once()
+        self._settle()
+
+    def button_value(self, action_id: str) -> str:
+        for call in reversed(self.slack.calls_to("chat.postMessage")):
+            for block in call.params.get("blocks") or []:
+                for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                    if element.get("action_id") == action_id:
+                        return element["value"]
+        raise RuntimeError(f"no button {action_id}")
+
+    def move_to_incident(self) -> None:
+        created = self.slack.calls_to("conversations.create")[-1].params["name"]
+        self.channel = next(c for c, v in self.slack.channels.items() if v["name"] == created)
+        self.names[self.channel] = created
+        print(f"--- the rest happens in #{created}, the incident's own channel ---", file=self.out)
 
     def title(self, text: str) -> None:
         print(text, file=self.out)
@@ -202,7 +260,7 @@ class Scene:
     def say(self, user: str, text: str) -> None:
         self._line(user, text)
         body = urlencode(
-            {"team_id": "T0DEMO", "channel_id": CHANNEL, "channel_name": "incident-web-1", "user_id": _user_id(user),
+            {"team_id": "T0DEMO", "channel_id": self.channel, "channel_name": self.names.get(self.channel, ""), "user_id": _user_id(user),
              "user_name": user, "command": "/ir", "text": text.removeprefix("/ir").strip(),
              "response_url": self.slack.response_url(user), "trigger_id": "demo"}
         )
@@ -219,12 +277,13 @@ class Scene:
         """A button press on a message, sent as Slack sends block_actions."""
         import json
 
-        label = {"ir_approve": "Approve", "ir_deny": "Deny", "ir_cancel": "Cancel"}[action_id]
-        self._line(user, f"[clicks {label} on request {request_id}, and confirms]")
+        label = {"ir_approve": "Approve", "ir_deny": "Deny", "ir_cancel": "Cancel", "ir_declare_finding": "Declare incident"}[action_id]
+        what = "the finding card" if action_id == "ir_declare_finding" else f"request {request_id}, and confirms"
+        self._line(user, f"[clicks {label} on {what}]")
         payload = {
             "type": "block_actions", "team": {"id": "T0DEMO"}, "user": {"id": _user_id(user), "name": user},
-            "channel": {"id": CHANNEL}, "api_app_id": "A0DEMO", "trigger_id": "demo", "response_url": self.slack.response_url(user),
-            "container": {"type": "message", "channel_id": CHANNEL},
+            "channel": {"id": self.channel}, "api_app_id": "A0DEMO", "trigger_id": "demo", "response_url": self.slack.response_url(user),
+            "container": {"type": "message", "channel_id": self.channel},
             "actions": [{"type": "button", "action_id": action_id, "block_id": f"approval:{request_id}", "value": request_id,
                          "action_ts": str(time.time())}],
         }
@@ -256,10 +315,24 @@ class Scene:
         # A message redrawn many times (a card, a progress report) is shown once, as it ended up.
         last_update = {c.params.get("ts"): i for i, c in enumerate(calls) if c.method == "chat.update"}
         for i, call in enumerate(calls):
+            channel = call.params.get("channel")
+            name = self.names.get(channel) or self.slack.channels.get(channel, {}).get("name", channel)
+            where = "" if channel in (None, self.channel) else f" in #{name}"
             if call.method == "chat.postMessage":
-                self._line("irbot", _readable(call.params.get("text", "")))
+                self._line("irbot" + where, _readable(self._channels(call.params.get("text", ""))))
             elif call.method == "chat.update" and last_update.get(call.params.get("ts")) == i:
-                self._line("irbot (updates its message)", _readable(call.params.get("text", "")))
+                self._line(f"irbot (updates its message{where})", _readable(call.params.get("text", "")))
+            elif call.method == "conversations.create":
+                self._line("irbot", f"(creates the {'private' if call.params.get('is_private') in (True, 'true', '1', 'True') else 'public'} channel #{call.params.get('name')} and invites the responders)")
+            elif call.method == "pins.add":
+                self._line("irbot", "(pins the incident card)")
+            elif call.method == "files.completeUploadExternal":
+                import json
+
+                for upload in json.loads(call.params.get("files") or "[]"):
+                    body = self.slack.uploads.get(upload["id"], b"").decode(errors="replace").splitlines()
+                    preview = "\n".join(body[:6] + [f"… ({len(body)} lines in all)"])
+                    self._line("irbot", f"(uploads the file \"{upload.get('title')}\")\n{preview}")
             elif call.method == "chat.postEphemeral":
                 self._line(f"irbot (only {PEOPLE.get(call.params.get('user'), '?')} sees this)", _readable(call.params.get("text", "")))
         calls = self.slack.calls
@@ -290,6 +363,9 @@ class Scene:
         print("=" * 78, file=self.out)
         print(f"Evidence bucket s3://{BUCKET}: {len(objects)} evidence objects, {good} of them match their sha256 metadata.", file=self.out)
 
+    def _channels(self, text: str) -> str:
+        return re.sub(r"<#(\w+)>", lambda m: "#" + self.slack.channels.get(m.group(1), {}).get("name", m.group(1)), text)
+
     def _line(self, who: str, text: str) -> None:
         text = _mentions(text)
         first, *rest = text.splitlines() or [""]
@@ -306,7 +382,8 @@ def _user_id(name: str) -> str:
 EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_mark:": "✅", ":x:": "❌", ":no_entry:": "⛔",
          ":heavy_multiplication_x:": "✖", ":alarm_clock:": "⏰", ":small_blue_diamond:": "🔹", ":ballot_box_with_check:": "☑",
          ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍", ":hourglass:": "⌛", ":brain:": "🧠",
-         ":electric_plug:": "🔌", ":arrow_down:": "⬇"}
+         ":electric_plug:": "🔌", ":arrow_down:": "⬇", ":large_blue_circle:": "🔵", ":large_yellow_circle:": "🟡",
+         ":large_orange_circle:": "🟠", ":red_circle:": "🔴", ":white_circle:": "⚪"}
 
 
 def _json(body: str) -> dict:

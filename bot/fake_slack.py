@@ -34,6 +34,9 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.outside_channels: set[str] = set()  # channels the bot is not a member of
         self.usergroups: dict[str, dict] = {}  # id → {"handle": ..., "users": [...]}
+        self.channels: dict[str, dict] = {}  # made with conversations.create: id → {"name", "is_private", "members"}
+        self.uploads: dict[str, bytes] = {}  # file ID → the bytes posted to its upload URL
+        self.rate_limited: dict[str, list[int]] = {}  # method → Retry-After seconds for its next calls
         self._ts = itertools.count(1)
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -46,14 +49,23 @@ class FakeSlack:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (the stdlib's name)
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8")
-                if self.headers.get("Content-Type", "").startswith("application/json"):
-                    params = json.loads(raw or "{}")
+                raw_bytes = self.rfile.read(length)
+                path, _, query = self.path.partition("?")
+                if path.startswith("/upload/"):
+                    fake.uploads[path.rsplit("/", 1)[-1]] = raw_bytes
+                    status, body, headers = 200, {"ok": True}, {}
                 else:
-                    params = dict(parse_qsl(raw))
-                status, body = fake._answer(self.path, params, self.headers.get("Authorization", ""))
+                    raw = raw_bytes.decode("utf-8")
+                    if self.headers.get("Content-Type", "").startswith("application/json"):
+                        params = json.loads(raw or "{}")
+                    else:
+                        params = dict(parse_qsl(raw))
+                    params.update(dict(parse_qsl(query)))
+                    status, body, headers = fake._answer(path, params, self.headers.get("Authorization", ""))
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -123,6 +135,9 @@ class FakeSlack:
             self.calls.clear()
             self.outside_channels.clear()
             self.usergroups.clear()
+            self.channels.clear()
+            self.uploads.clear()
+            self.rate_limited.clear()
 
     # -- answering ---------------------------------------------------------------------
 
@@ -131,25 +146,32 @@ class FakeSlack:
             self.calls.append(Call(method, params))
             self._changed.notify_all()
 
-    def _answer(self, path: str, params: dict, authorization: str) -> tuple[int, dict]:
+    def rate_limit(self, method: str, *retry_after: int) -> None:
+        """Answer the next calls of ``method`` with HTTP 429 and these Retry-After values, as Slack does."""
+        self.rate_limited.setdefault(method, []).extend(retry_after)
+
+    def _answer(self, path: str, params: dict, authorization: str) -> tuple[int, dict, dict]:
         if path.startswith("/response/"):
             self._record("response_url", params)
-            return 200, {"ok": True}
+            return 200, {"ok": True}, {}
         if not path.startswith("/api/"):
-            return 404, {"ok": False, "error": "not_found"}
-        method = path[len("/api/"):].split("?")[0]
+            return 404, {"ok": False, "error": "not_found"}, {}
+        method = path[len("/api/"):]
         token = params.pop("token", None) or authorization.removeprefix("Bearer ").strip()
         expected = self.app_token if method.startswith("apps.connections.") else self.token
         if not expected or token != expected:
             self._record(method + ":refused", {})
-            return 200, {"ok": False, "error": "invalid_auth"}
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if self.rate_limited.get(method):
+            self._record(method + ":rate-limited", {})
+            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(self.rate_limited[method].pop(0))}
         answer = getattr(self, "_" + method.replace(".", "_"), None)
         if answer is None:
-            return 200, {"ok": False, "error": "unknown_method"}
+            return 200, {"ok": False, "error": "unknown_method"}, {}
         body = answer(params)
         if body.get("ok"):
             self._record(method, params)
-        return 200, body
+        return 200, body, {}
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
@@ -177,6 +199,33 @@ class FakeSlack:
         if not posted:
             return {"ok": False, "error": "message_not_found"}
         return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts"), "text": params.get("text")}
+
+    def _conversations_create(self, params):
+        name = params.get("name", "")
+        if any(c["name"] == name for c in self.channels.values()):
+            return {"ok": False, "error": "name_taken"}
+        channel_id = f"C{len(self.channels) + 1:08d}"
+        private = str(params.get("is_private")).lower() in ("true", "1")
+        self.channels[channel_id] = {"name": name, "is_private": private, "members": {self.bot_user_id}}
+        return {"ok": True, "channel": {"id": channel_id, "name": name, "is_private": private}}
+
+    def _conversations_invite(self, params):
+        channel = self.channels.get(params.get("channel", ""))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        channel["members"].update(u for u in str(params.get("users", "")).split(",") if u)
+        return {"ok": True, "channel": {"id": params["channel"]}}
+
+    def _pins_add(self, params):
+        return {"ok": True}
+
+    def _files_getUploadURLExternal(self, params):
+        file_id = f"F{len(self.uploads) + len(self.calls_to('files.getUploadURLExternal')) + 1:08d}"
+        return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, params):
+        files = json.loads(params.get("files") or "[]")
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
 
     def _usergroups_list(self, params):
         return {"ok": True, "usergroups": [{"id": gid, "handle": g["handle"]} for gid, g in self.usergroups.items()]}

@@ -30,6 +30,7 @@ class UsageError(Exception):
 class Option:
     name: str  # as typed, e.g. "--region"
     takes: str | None = None  # the value's placeholder, None for a flag
+    rest: bool = False  # the value is the rest of the line (free text)
 
     @property
     def key(self) -> str:
@@ -52,13 +53,15 @@ class Spec:
     def usage(self) -> str:
         parts = [f"/ir {self.name}"]
         if self.target:
-            parts.append(f"<{TARGET_WORDS[self.target]}>" + ("..." if self.many else ""))
+            parts.append(f"<{TARGET_WORDS[self.target]}>" + ("..." if self.many or self.target == "title" else ""))
         parts += [f"[{o.name}{' ' + o.takes if o.takes else ''}]" for o in self.options]
         return " ".join(parts)
 
 
-TARGET_WORDS = {"instance": "instance-id", "access-key": "access-key-id", "memory-target": "target"}
-TARGET_EXAMPLES = {"instance": "i-0123456789abcdef0", "access-key": "AKIAIOSFODNN7EXAMPLE", "memory-target": "i-0123456789abcdef0 or ec2-user@10.0.1.5:22"}
+TARGET_WORDS = {"instance": "instance-id", "access-key": "access-key-id", "memory-target": "target", "title": "title"}
+SEVERITIES = ("low", "medium", "high", "critical")
+TARGET_EXAMPLES = {"instance": "i-0123456789abcdef0", "access-key": "AKIAIOSFODNN7EXAMPLE", "memory-target": "i-0123456789abcdef0 or ec2-user@10.0.1.5:22",
+                   "title": "Crypto miner on web-1"}
 
 SPECS: dict[str, Spec] = {
     s.name: s
@@ -73,8 +76,12 @@ SPECS: dict[str, Spec] = {
         Spec("revoke-key", "deactivate an access key and quarantine its user", "access-key", options=(REGION, DRY_RUN, Option("--delete"))),
         Spec("hunt-key", "find what an access key did and made, in every region", "access-key", options=(REGION, Option("--since", "YYYY-MM-DD"))),
         Spec("memory", "capture memory over SSH from one or more hosts", "memory-target", many=True, options=(REGION, DRY_RUN, Option("--public"))),
+        Spec("declare", "declare an incident: its own channel, with a pinned card that keeps itself up to date", "title",
+             options=(Option("--severity", "low|medium|high|critical"),)),
+        Spec("status", "show this incident's card"),
         Spec("audit", "show this incident's audit trail"),
-        Spec("status", "show this incident's status"),
+        Spec("report", "build the incident report (timeline, actions, evidence, approvals) and upload it here"),
+        Spec("close", "close this incident", options=(Option("--summary", "TEXT", rest=True),)),
     )
 }
 
@@ -136,13 +143,23 @@ def parse(text: str) -> Command:
                     raise UsageError(f"`{option.name}` takes no value. Usage: `{spec.usage}`.")
                 options[option.key] = True
                 continue
-            value = inline or next(rest, None)
+            if option.rest:
+                value = " ".join(([inline] if inline else []) + list(rest))
+            else:
+                value = inline or next(rest, None)
             if not value or value.startswith("--"):
                 raise UsageError(f"`{option.name}` needs a value: `{option.name} {option.takes}`. Usage: `{spec.usage}`.")
             options[option.key] = _option_value(option, value)
+        elif spec.target == "title":
+            targets.append(word)
         else:
             targets.append(_target(spec, word))
 
+    if spec.target == "title" and targets:
+        title = " ".join(targets)
+        if len(title) > 80:
+            raise UsageError(f"The title is {len(title)} characters long; keep it under 80, e.g. `/ir declare Crypto miner on web-1 --severity high`.")
+        targets = [title]
     if spec.target is None and targets:
         raise UsageError(f"`/ir {name}` takes no arguments. Usage: `{spec.usage}`.")
     if spec.target and not targets:
@@ -193,6 +210,12 @@ def _option_value(option: Option, value: str) -> str:
         if day > datetime.now(timezone.utc).date():
             raise UsageError(f"`--since {day}` is in the future: give the day the key may have leaked.")
         return day.isoformat()
+    if option.name == "--severity":
+        if value.lower() not in SEVERITIES:
+            raise UsageError(f"`{_show(value)}` is not a severity: use one of {', '.join(SEVERITIES)}, e.g. `--severity high`.")
+        return value.lower()
+    if option.name == "--summary":
+        return value.strip()[:2000]
     if option.name == "--copy-to-kms":
         if not re.match(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36})$", value):
             raise UsageError(f"`{_show(value)}` is not a KMS key: give a key ID, a key ARN or `alias/NAME`.")

@@ -18,6 +18,11 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     result = subprocess.run([IRBOT, "demo"], env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    # It begins with a GuardDuty finding arriving, and the incident declared from its card.
+    assert re.search(r"irbot: GuardDuty finding: EC2 instance i-[0-9a-f]{17} is querying a domain name", out)
+    assert "alice: [clicks Declare incident on the finding card]" in out
+    assert re.search(r"creates the private channel #ir-\d{8}-001-ec2-instance-i-[0-9a-f]{17}", out)
+    assert "(pins the incident card)" in out
     assert "alice: /ir help" in out and "/ir collect <instance-id> [--region R]" in out
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
@@ -28,11 +33,11 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
         # The memory scene: one host captured over SSH, verified, into the bucket.
         assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
         assert "1 of 1 targets ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
-        # 8 from collect, the isolation record, hunt-key's findings, the image and its chain of custody.
-        assert "Evidence bucket s3://irbot-demo-evidence: 12 evidence objects, 12 of them match their sha256 metadata." in out
+        # 8 from collect, the isolation record, hunt-key's findings, the image, its chain of custody, the report.
+        assert "Evidence bucket s3://irbot-demo-evidence: 13 evidence objects, 13 of them match their sha256 metadata." in out
     else:
         assert "(No memory scene: no OpenSSH server on this machine" in out
-        assert "Evidence bucket s3://irbot-demo-evidence: 10 evidence objects, 10 of them match their sha256 metadata." in out
+        assert "Evidence bucket s3://irbot-demo-evidence: 11 evidence objects, 11 of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)
@@ -46,6 +51,10 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "irbot (only alice sees this): You asked for this, so you can't approve it" in out
     assert "irbot (only mallory sees this): Only irbot's approvers" in out
     assert "Approved by @bob" in out
-    assert "*Audit trail of C0DEMOINC1*" in out
+    assert re.search(r"\*Audit trail of IR-\d{8}-001\*", out)
+    # The card follows the work; the report is uploaded; the incident is closed.
+    assert re.search(r"• `i-[0-9a-f]{17}`: collected, isolated, snapshotted", out)
+    assert "*Keys revoked*: `AKIA" in out and "status *CLOSED*" in out
+    assert re.search(r"\(uploads the file \"IR-\d{8}-001 incident report\"\)", out)
     assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, \d+ sealed batches, chain intact\.", out)
     assert '"level"' not in out and "Traceback" not in result.stderr

@@ -21,7 +21,6 @@ import structlog
 from redis import Redis
 from rq import Queue, get_current_job
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 import actions
 from actions import aws
@@ -57,7 +56,6 @@ class Context:
         self.settings: Settings = load(os.environ, "worker")
         self.connection: Redis = job.connection if job else connect(self.settings.redis_url, blocking=True)
         self.slack: WebClient = slack_client(self.settings)
-        self.slack.retry_handlers = [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=3)]
         self.audit = AuditTrail(self.connection)
         self.book: ApprovalBook = book_from_settings(self.settings, self.connection, self.slack)
         self.worker = f"worker:{socket.gethostname()}"
@@ -207,6 +205,15 @@ def run_command(data: dict) -> dict:
     return outcome
 
 
+def incident_changed(ctx: Context) -> None:
+    """Redraw the pinned card of the declared incident this request belongs to, if any."""
+    incident = ctx.request.incident if ctx.request else ""
+    if incident and incident.startswith("IR-"):
+        from workers.incidents import redraw_card
+
+        redraw_card(ctx.slack, ctx.connection, incident)
+
+
 def _post_with_seal(ctx: Context, text: str, blocks: list[dict], update_ts: str | None = None) -> None:
     line = ctx.seal() if ctx.settings.evidence_bucket else ""
     if line:
@@ -216,6 +223,7 @@ def _post_with_seal(ctx: Context, text: str, blocks: list[dict], update_ts: str 
         update(ctx.slack, ctx.request.channel_id, update_ts, text, blocks)
     else:
         post(ctx.slack, ctx.request, text, blocks)
+    incident_changed(ctx)
 
 
 def evidence_prefix(request: CommandRequest, target: str) -> str:
@@ -335,6 +343,7 @@ def prepare_request(request_id: str) -> dict:
         ctx.book.attach_message(request_id, ts)
     queue(ctx.connection).enqueue_in(timedelta(seconds=ctx.settings.approval_expiry_seconds + 1), "workers.jobs.expire_request", request_id,
                                      job_id=f"expire-{request_id}", result_ttl=3600)
+    incident_changed(ctx)
     return {"ok": decision.ok, "state": decision.state}
 
 
@@ -385,6 +394,7 @@ def execute_request(request_id: str) -> dict:
     if seal_line:
         pending.note = "\n".join(p for p in (pending.note, seal_line) if p)
     redraw(ctx, pending)
+    incident_changed(ctx)
     log.info("request finished", ok=ok, steps=len(steps))
     return {"ok": ok, "state": pending.state, "steps": steps}
 
@@ -402,6 +412,7 @@ def expire_request(request_id: str) -> dict:
         return {"ok": False, "state": pending.state}
     if decision.ok:
         redraw(ctx, decision.request)
+        incident_changed(ctx)
     return {"ok": decision.ok, "state": decision.state}
 
 

@@ -111,7 +111,7 @@ def capture_target(data: dict) -> dict:
                    command=custody.get("command"))
     except Exception as exc:  # one target's failure must not touch the others, nor leave the batch hanging
         log.exception("capture crashed")
-        failed, custody = [str(exc)], {}
+        failed, custody = [f"irbot failed: {type(exc).__name__} {exc}".strip()], {}
     finally:
         ctx.connection.delete(active_key(target))
     reason = (failed[0].detail if hasattr(failed[0], "detail") else failed[0]) if failed else ""
@@ -172,3 +172,4 @@ def _maybe_finish(ctx, pending, *, failed: bool) -> None:
         card.note = "\n".join(p for p in (card.note, seal_line) if p)
     jobs.redraw(ctx, card)
     redraw_progress(ctx, pending)
+    jobs.incident_changed(ctx)

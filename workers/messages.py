@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 from actions.artefacts import Result
 from workers.evidence import Protection, StoredObject
@@ -236,4 +237,62 @@ def memory_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":brain: *Memory capture* · {finished} of {len(rows)} targets ended"}},
               {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "—"}},
               {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]}]
+    return text, blocks
+
+
+SEVERITY_MARKS = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:", "critical": ":red_circle:"}
+
+
+def incident_card(incident, summary: dict, head: tuple[int, str]) -> tuple[str, list[dict]]:
+    """The pinned card of an incident: what it is, who leads it, where every target stands."""
+    status = "CLOSED" if incident.status == "closed" else "open"
+    targets = [f"• `{escape(t)}`: {', '.join(states)}" for t, states in summary["targets"].items()] or ["• none yet"]
+    keys = ", ".join(f"`{k}`" for k in summary["keys_revoked"]) or "none"
+    waiting = ", ".join(f"`{escape(w)}`" for w in summary["waiting"]) or "none"
+    seq, digest = head
+    lines = [
+        f"{SEVERITY_MARKS.get(incident.severity, '')} *{incident.id}* — {escape(incident.title)}",
+        f"Severity *{incident.severity}* · commander <@{incident.commander}> · status *{status}*",
+        "*Targets*", *targets,
+        f"*Keys revoked*: {keys}",
+        f"*Approvals waiting*: {waiting}",
+        f"*Evidence objects*: {summary['evidence']} · *audit chain head*: #{seq} `{digest[:16]}…`",
+    ]
+    if incident.summary:
+        lines.append(f"*Summary*: {escape(incident.summary)}")
+    text = "\n".join(lines)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": "`/ir status` · `/ir report` · `/ir close --summary …` · this card updates itself"}]}]
+    return text, blocks
+
+
+FINDING_ACTIONS = {"instance": (("collect", "Collect", None), ("isolate", "Isolate", "danger")), "access-key": (("revoke-key", "Revoke key", "danger"),)}
+
+
+def finding_alert(finding) -> tuple[str, list[dict]]:
+    """A GuardDuty or Security Hub finding, with the buttons that fit its resource."""
+    resource = f"{finding.resource_kind} `{escape(finding.resource_id)}`" if finding.resource_id else finding.resource_kind
+    severity = f"{finding.severity}" + (f" ({finding.score:g})" if finding.score is not None else "")
+    text = (f"{finding.source} finding: {finding.title} — {severity}, {finding.type}, account {finding.account}, {finding.region}, "
+            f"{resource}; first seen {finding.first_seen}, last seen {finding.last_seen}, seen {finding.count} times")
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{SEVERITY_MARKS.get(finding.severity, ':white_circle:')} *{escape(finding.title)}*\n`{escape(finding.type)}`"}},
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
+            {"type": "mrkdwn", "text": f"*Resource*\n{resource}" + (f" (user {escape(finding.user)})" if finding.user else "")},
+            {"type": "mrkdwn", "text": f"*Account / region*\n{finding.account} / {finding.region}"},
+            {"type": "mrkdwn", "text": f"*Seen*\n{finding.count} times, {finding.first_seen} → {finding.last_seen}"},
+        ]},
+    ]
+    severity_for_incident = finding.severity if finding.severity in SEVERITY_MARKS else "low"
+    buttons = [{"type": "button", "action_id": "ir_declare_finding", "style": "primary", "text": {"type": "plain_text", "text": "Declare incident"},
+                "value": json.dumps({"title": textwrap.shorten(finding.title, 80, placeholder="…"), "severity": severity_for_incident, "finding": finding.id})}]
+    for command, label, style in FINDING_ACTIONS.get(finding.resource_kind, ()):
+        button = {"type": "button", "action_id": f"ir_request_{command}", "text": {"type": "plain_text", "text": label},
+                  "value": json.dumps({"command": command, "target": finding.resource_id, "region": finding.region or None})}
+        if style:
+            button["style"] = style
+        buttons.append(button)
+    blocks.append({"type": "actions", "elements": buttons})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"{finding.source} · `{escape(finding.id)}` · changing buttons ask for approval like the command"}]})
     return text, blocks

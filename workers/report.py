@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from workers.logs import get_logger
@@ -17,7 +18,10 @@ FALL_BACK_TO_RESPONSE_URL = frozenset({"not_in_channel", "channel_not_found", "i
 
 
 def slack_client(settings: Settings) -> WebClient:
-    return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    # Slack answers bursts with HTTP 429 and Retry-After: wait as told, and retry.
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client.retry_handlers = [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=5)]
+    return client
 
 
 def post(client: WebClient, request: CommandRequest, text: str, blocks: list[dict]) -> str | None:

@@ -29,11 +29,11 @@ DEFAULT_SIZE_COMMAND = (
 
 
 VARIABLES = (
-    Variable("SLACK_BOT_TOKEN", "the bot token of irbot's Slack app (xoxb-...)", ("serve", "worker")),
+    Variable("SLACK_BOT_TOKEN", "the bot token of irbot's Slack app (xoxb-...)", ("serve", "worker", "findings")),
     Variable("SLACK_SIGNING_SECRET", "the signing secret of irbot's Slack app (HTTP mode)", ("serve",)),
     Variable("SLACK_APP_TOKEN", "an app-level token (xapp-...) with connections:write: serve uses Socket Mode when set", ()),
     Variable("SLACK_API_URL", "base URL of the Slack Web API, ending in /api/", (), "https://slack.com/api/"),
-    Variable("REDIS_URL", "where the queues live, e.g. redis://localhost:6379/0", ("serve", "worker")),
+    Variable("REDIS_URL", "where the queues live, e.g. redis://localhost:6379/0", ("serve", "worker", "findings")),
     Variable("IR_EVIDENCE_BUCKET", "the S3 bucket evidence is written to (Object Lock recommended)", ("worker",)),
     Variable("IR_EVIDENCE_RETENTION_DAYS", "days each evidence object is locked for", (), "90"),
     Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
@@ -53,6 +53,9 @@ VARIABLES = (
     Variable("IR_MEMORY_SIZE_COMMAND", "remote command printing the image's size in bytes, to check completeness", (), "LiME-format size from /proc/iomem"),
     Variable("IR_MEMORY_STALL_SECONDS", "a capture with no data for this long fails", (), "60"),
     Variable("IR_MEMORY_PART_MIB", "S3 multipart part size for memory images, in MiB (5 to 512)", (), "64"),
+    Variable("IR_FINDINGS_QUEUE_URL", "the SQS queue EventBridge delivers GuardDuty and Security Hub findings to", ("findings",)),
+    Variable("IR_FINDINGS_MIN_SEVERITY", "post findings at or above this: low, medium, high or critical", (), "medium"),
+    Variable("IR_ALERTS_CHANNEL", "the Slack channel ID finding cards are posted in", ("findings",)),
     Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
@@ -92,6 +95,9 @@ class Settings:
     memory_size_command: str | None = DEFAULT_SIZE_COMMAND
     memory_stall_seconds: int = 60
     memory_part_mib: int = 64
+    findings_queue_url: str | None = None
+    findings_min_severity: str = "medium"
+    alerts_channel: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -181,6 +187,9 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         memory_size_command=None if (get("IR_MEMORY_SIZE_COMMAND") or "").lower() == "none" else (get("IR_MEMORY_SIZE_COMMAND") or DEFAULT_SIZE_COMMAND),
         memory_stall_seconds=_integer(get, "IR_MEMORY_STALL_SECONDS", 60, 1, 3600, "a number of seconds from 1 to 3600"),
         memory_part_mib=_integer(get, "IR_MEMORY_PART_MIB", 64, 5, 512, "a number of MiB from 5 to 512"),
+        findings_queue_url=get("IR_FINDINGS_QUEUE_URL"),
+        findings_min_severity=_choice(get, "IR_FINDINGS_MIN_SEVERITY", ("low", "medium", "high", "critical"), "medium"),
+        alerts_channel=get("IR_ALERTS_CHANNEL"),
     )
 
 
@@ -194,6 +203,13 @@ def _integer(get, name: str, default: int, low: int, high: int, what: str) -> in
         value = low - 1
     if not low <= value <= high:
         raise ConfigError(f"{name} is malformed: it should hold {what}.")
+    return value
+
+
+def _choice(get, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (get(name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} is malformed: it should hold one of {', '.join(choices)}.")
     return value
 
 

@@ -1,0 +1,99 @@
+"""Incidents over HTTP: declare (a channel and a pinned card), work in it, the card follows, the report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+
+from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER, evidence_keys
+from workers.audit import AuditTrail
+
+
+def declare(irbot, slack, text: str = "Crypto miner on web-1 --severity high") -> dict:
+    status, reply, elapsed = irbot.command(f"declare {text}")
+    assert status == 200 and elapsed < 3 and reply["response_type"] == "in_channel"
+    incident_id = re.search(r"IR-\d{8}-\d{3}", reply["text"]).group(0)
+    slack.wait_for(lambda s: s.calls_to("pins.add"))
+    [created] = slack.calls_to("conversations.create")
+    channel = next(c for c, v in slack.channels.items() if v["name"] == created.params["name"])
+    return {"id": incident_id, "channel": channel, "card_ts": slack.calls_to("pins.add")[0].params["timestamp"], "name": created.params["name"]}
+
+
+def card(slack, incident) -> str:
+    return slack.current(incident["channel"], incident["card_ts"])["text"]
+
+
+def test_declare_makes_a_private_channel_invites_the_responders_and_pins_the_card(start_irbot, world, slack):
+    irbot = start_irbot()
+    incident = declare(irbot, slack)
+    assert re.fullmatch(r"ir-\d{8}-\d{3}-crypto-miner-on-web-1", incident["name"])
+    assert slack.channels[incident["channel"]]["is_private"] is True
+    assert {RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER} <= slack.channels[incident["channel"]]["members"]
+    text = card(slack, incident)
+    assert f"*{incident['id']}* — Crypto miner on web-1" in text and "Severity *high*" in text and f"commander <@{RESPONDER}>" in text
+    announced = slack.wait_for(lambda s: [m for m in s.messages(CHANNEL) if "declared" in m["text"]])
+    assert f"in <#{incident['channel']}>" in announced[0]["text"]
+
+
+def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(start_irbot, world, slack, redis_url):
+    irbot = start_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
+    incident = declare(irbot, slack)
+    status, reply, _ = irbot.command(f"isolate {world['instance']}", channel=incident["channel"])
+    assert "needs approval" in reply["text"]
+    approval = slack.wait_for(lambda s: next((m for m in s.messages(incident["channel"]) if "Approval needed" in m["text"]), None))
+    slack.wait_for(lambda s: f"/ir isolate {world['instance']}" in card(s, incident))  # waiting for approval, on the card
+    request_id = next(b for b in approval["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    irbot.click(SECOND_RESPONDER, "ir_approve", request_id, channel=incident["channel"])
+    slack.wait_for(lambda s: "Done" in s.current(incident["channel"], approval["ts"])["text"])
+    text = slack.wait_for(lambda s: f"`{world['instance']}`: isolated" in card(s, incident) and card(s, incident))
+    assert "*Approvals waiting*: none" in text and "*Evidence objects*: 1" in text
+    # The trail is the incident's, not the channel's.
+    import redis as _redis
+
+    trail = AuditTrail(_redis.Redis.from_url(redis_url)).for_incident(incident["id"])
+    assert [r["action"] for r in trail][:2] == ["incident.declared", "request.opened"]
+
+    status, reply, _ = irbot.command("status", channel=incident["channel"])
+    assert reply["response_type"] == "in_channel" and f"`{world['instance']}`: isolated" in reply["text"]
+
+    status, reply, _ = irbot.command("close --summary Contained: web-1 isolated, miner gone.", channel=incident["channel"])
+    text = slack.wait_for(lambda s: "status *CLOSED*" in card(s, incident) and card(s, incident))
+    assert "*Summary*: Contained: web-1 isolated, miner gone." in text
+
+
+def test_the_report_is_uploaded_and_kept_and_its_timeline_is_the_audit_trail(start_irbot, world, slack, redis_url):
+    irbot = start_irbot()
+    incident = declare(irbot, slack)
+    irbot.command(f"collect {world['instance']}", channel=incident["channel"])
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(incident["channel"])))
+    irbot.command("report", channel=incident["channel"])
+    [done] = slack.wait_for(lambda s: s.calls_to("files.completeUploadExternal"))
+    assert done.params["channel_id"] == incident["channel"]
+    [file_id] = [f["id"] for f in json.loads(done.params["files"])]
+    report = slack.uploads[file_id].decode()
+
+    import redis as _redis
+
+    trail = AuditTrail(_redis.Redis.from_url(redis_url)).for_incident(incident["id"])
+    rows = [line for line in report.splitlines() if re.match(r"\| \d+ \| ", line)]
+    assert [int(r.split("|")[1]) for r in rows] == [r["seq"] for r in trail[: len(rows)]]
+    assert all(f"| {r['seq']} | {r['time']} | {r['actor']} | {r['action']} |" in report for r in trail[: len(rows)])
+    assert report.startswith(f"# {incident['id']}: Crypto miner on web-1")
+    assert "instance.json" in report and "## Evidence" in report and "## Actions and approvals" in report
+    # Kept as evidence too, with its digest.
+    [key] = [k for k in evidence_keys() if k.endswith("report.md")]
+    assert boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read().decode() == report
+
+
+def test_an_incident_is_declared_from_a_finding_cards_button(start_irbot, world, slack):
+    irbot = start_irbot()
+    value = json.dumps({"title": "EC2 instance is querying a Bitcoin domain", "severity": "high", "finding": "16afba5c"})
+    irbot.click(RESPONDER, "ir_declare_finding", value, channel="C0ALERTS01")
+    slack.wait_for(lambda s: s.calls_to("pins.add"))
+    [created] = slack.calls_to("conversations.create")
+    assert re.fullmatch(r"ir-\d{8}-\d{3}-ec2-instance-is-querying-a-bitcoin", created.params["name"])
+    channel = next(c for c, v in slack.channels.items() if v["name"] == created.params["name"])
+    text = slack.current(channel, slack.calls_to("pins.add")[0].params["timestamp"])["text"]
+    assert "EC2 instance is querying a Bitcoin domain" in text and "Severity *high*" in text
