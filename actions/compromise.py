@@ -21,7 +21,7 @@ from actions.stop import stop as stop_instance
         summary="The whole playbook: collect, isolate, snapshot, memory, and stop with --stop.",
         permissions=(*REGISTRY["collect"].permissions, *ISOLATE_PERMISSIONS, *SNAPSHOT_PERMISSIONS, "ec2:StopInstances"))
 def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
-               context: RunContext = RunContext(), stop: bool = False) -> Result:
+               context: RunContext = RunContext(), stop: bool = False, record: dict | None = None) -> Result:
     steps = StepLog(on_step)
     result = Result("compromise", instance_id, region)
 
@@ -37,7 +37,7 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run
         except ActionError as exc:
             steps.add("collect", "Collect metadata and console output", Outcome.FAILED, str(exc))
 
-    isolated = isolate(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+    isolated = isolate(session, instance_id, region, dry_run=dry_run, context=context, steps=steps, record=record)
     result.notes.extend(isolated.notes)
     result.facts["record"] = isolated.facts.get("record")
     snapped = snapshot(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
@@ -46,9 +46,10 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run
     if context.memory is None:
         steps.add("memory", "Capture memory", Outcome.SKIPPED, "SSH access is not set up (IR_SSH_KEY)")
     else:
+        before = len(steps.steps)
         memory = capture(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
         result.artefacts.extend(memory.artefacts)
-        captured = not any(s.outcome is Outcome.FAILED for s in memory.steps)
+        captured = not any(s.outcome is Outcome.FAILED for s in steps.steps[before:])
     if stop and not captured and not dry_run:
         # A host whose memory capture failed stays up, so the capture can be tried again.
         steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "the memory capture failed; stopping would lose the memory")

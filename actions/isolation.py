@@ -40,7 +40,7 @@ ISOLATE_PERMISSIONS = (
 )
 RELEASE_PERMISSIONS = (
     "ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags",
-    "ec2:ModifyNetworkInterfaceAttribute", "ec2:DescribeIamInstanceProfileAssociations",
+    "ec2:ModifyNetworkInterfaceAttribute", "ec2:DescribeIamInstanceProfileAssociations", "ec2:DeleteTags",
     "ec2:AssociateIamInstanceProfile", "autoscaling:DescribeAutoScalingInstances", "autoscaling:AttachInstances",
     "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
@@ -159,13 +159,15 @@ def _tag(instance: dict, key: str) -> str | None:
 @action("isolate", risk=Risk.CHANGE, summary="Quarantine an instance: protect it, take it out of service, cut its network and credentials.",
         permissions=ISOLATE_PERMISSIONS)
 def isolate(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
-            context: RunContext = RunContext(), steps: StepLog | None = None) -> Result:
+            context: RunContext = RunContext(), steps: StepLog | None = None, record: dict | None = None) -> Result:
     aws = Clients(session, region)
     _, instance = describe_instance(aws.ec2, instance_id)
     steps = steps or StepLog(on_step)
     result = Result("isolate", instance_id, region)
-    record = configuration(aws, instance)
-    quarantined = _tag(instance, STATUS_TAG) == "quarantine"
+    # The record of an earlier isolation that was not released is the original state: keep it, even
+    # if that isolation stopped halfway, so a second run finishes the job and release restores the truth.
+    quarantined = bool(record) and _tag(instance, STATUS_TAG) != "released" or _tag(instance, STATUS_TAG) == "quarantine"
+    record = record if (record and quarantined) else configuration(aws, instance)
 
     # 1. Record, before anything changes; a second isolate keeps the first record (the original state).
     def keep_record() -> str:
@@ -179,7 +181,7 @@ def isolate(session: boto3.Session, instance_id: str, region: str, *, dry_run: b
     _tag_quarantine(aws, instance, steps, dry_run, context)
     _take_out_of_service(aws, record, steps, dry_run)
     _cut_network(aws, instance, record, steps, dry_run, context, result)
-    _cut_credentials(aws, instance_id, record, steps, dry_run, result)
+    _cut_credentials(aws, instance_id, record, steps, dry_run, result, context.started_at)
     result.steps = steps.steps
     return result
 
@@ -322,10 +324,18 @@ def ensure_group(ec2, vpc_id: str, name: str, description: str, ingress: set[tup
     if not found:
         if dry_run:
             return None, f"would create {name}", True
-        group_id = call(ec2, "create_security_group", GroupName=name, Description=description, VpcId=vpc_id,
-                        TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "irbot:purpose", "Value": name.split("-")[1]}]}])["GroupId"]
+        try:
+            group_id = call(ec2, "create_security_group", GroupName=name, Description=description, VpcId=vpc_id,
+                            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "irbot:purpose", "Value": name.split("-")[1]}]}])["GroupId"]
+            verb = "created"
+        except ActionError as exc:
+            if "InvalidGroup.Duplicate" not in str(exc):
+                raise
+            # Another isolation in this VPC made it a moment ago: use that one.
+            group_id = call(ec2, "describe_security_groups", Filters=[{"Name": "group-name", "Values": [name]},
+                                                                      {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]["GroupId"]
+            verb = "reused"
         found = call(ec2, "describe_security_groups", GroupIds=[group_id])["SecurityGroups"]
-        verb = "created"
     else:
         verb = "reused"
     group = found[0]
@@ -380,8 +390,19 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
         def move(eni=eni) -> str:
             # Allow-all first turns the interface's tracked flows untracked; the empty group then drops them.
             set_interface_groups(ec2, instance_id, eni, [groups["untrack"]])
-            time.sleep(context.untrack_pause_seconds)
-            set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
+            try:
+                time.sleep(context.untrack_pause_seconds)
+                set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
+            except BaseException as exc:
+                # Never leave an interface in the allow-all group: back to the isolation group, or where it was.
+                for fallback in ([groups["isolation"]], eni["groups"]):
+                    try:
+                        set_interface_groups(ec2, instance_id, eni, fallback)
+                        break
+                    except ActionError:
+                        continue
+                raise ActionError(f"the move to the isolation group failed ({exc}); the interface was put back in "
+                                  f"{', '.join(interface_groups(ec2, instance_id, eni))}") from None
             return f"{', '.join(eni['groups'])} → {groups['untrack']} (untrack) → {groups['isolation']} (isolation)"
 
         change(steps, f"network:{eni['id']}", f"Cut {eni['id']}, open connections included", dry_run=dry_run,
@@ -418,35 +439,50 @@ def _still_tracked(aws: Clients, instance: dict, record: dict) -> list[str]:
 # -- credentials ------------------------------------------------------------------------------
 
 
-def revoke_older_sessions(iam, role_name: str, dry_run: bool, steps: StepLog, *, name: str = "revoke-sessions") -> None:
-    """An inline deny-all for sessions issued before now: the instance's stolen credentials die."""
+def revoke_older_sessions(iam, role_name: str, dry_run: bool, steps: StepLog, *, since: str, name: str = "revoke-sessions") -> None:
+    """An inline deny-all for the role's sessions issued before ``since`` (this request's start).
+
+    A policy left by an earlier incident has an older cutoff: it is moved forward, or sessions
+    issued between the two incidents would stay valid."""
 
     def skip() -> str | None:
         role = call(iam, "get_role", RoleName=role_name)["Role"]
         return "a service-linked role can't be changed" if role.get("Path", "").startswith("/aws-service-role/") else None
 
-    def exists() -> str | None:
+    def current_cutoff() -> str | None:
         try:
-            call(iam, "get_role_policy", RoleName=role_name, PolicyName=REVOKE_POLICY)
-            return f"{REVOKE_POLICY} is on {role_name}"
+            document = call(iam, "get_role_policy", RoleName=role_name, PolicyName=REVOKE_POLICY)["PolicyDocument"]
         except ActionError as exc:
             if "NoSuchEntity" in str(exc):
                 return None
             raise
+        if isinstance(document, str):
+            document = json.loads(document)
+        return document["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+
+    cutoff = _cutoff(since)
+
+    def already() -> str | None:
+        found = current_cutoff()
+        return f"sessions issued before {found} are denied already" if found and found >= cutoff else None
 
     def put() -> str:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         policy = {"Version": "2012-10-17", "Statement": [{
             "Sid": "IrbotRevokeOlderSessions", "Effect": "Deny", "Action": "*", "Resource": "*",
-            "Condition": {"DateLessThan": {"aws:TokenIssueTime": now}}}]}
+            "Condition": {"DateLessThan": {"aws:TokenIssueTime": cutoff}}}]}
         call(iam, "put_role_policy", RoleName=role_name, PolicyName=REVOKE_POLICY, PolicyDocument=json.dumps(policy))
-        return f"sessions of {role_name} issued before {now} are denied everything (every user of the role is affected)"
+        return f"sessions of {role_name} issued before {cutoff} are denied everything (every user of the role is affected)"
 
     change(steps, f"{name}:{role_name}", f"Revoke older sessions of role {role_name}", dry_run=dry_run,
-           plan="inline deny-all for tokens issued before now", skip=skip, already=exists, do=put)
+           plan=f"inline deny-all for tokens issued before {cutoff}", skip=skip, already=already, do=put)
 
 
-def _cut_credentials(aws: Clients, instance_id: str, record: dict, steps: StepLog, dry_run: bool, result: Result) -> None:
+def _cutoff(since: str) -> str:
+    """An ISO time as IAM's condition wants it: 2026-11-23T14:02:11Z."""
+    return datetime.fromisoformat(since).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cut_credentials(aws: Clients, instance_id: str, record: dict, steps: StepLog, dry_run: bool, result: Result, since: str) -> None:
     profile = record["instance_profile"]
 
     def disassociate() -> str:
@@ -467,7 +503,7 @@ def _cut_credentials(aws: Clients, instance_id: str, record: dict, steps: StepLo
         steps.add("revoke-sessions", "Revoke the role's older sessions", Outcome.FAILED, str(exc))
         return
     for role in roles:
-        revoke_older_sessions(aws.iam, role, dry_run, steps)
+        revoke_older_sessions(aws.iam, role, dry_run, steps, since=since)
 
 
 # -- release ----------------------------------------------------------------------------------
@@ -543,10 +579,20 @@ def release(session: boto3.Session, instance_id: str, region: str, *, dry_run: b
                already=lambda eni=eni, wanted=wanted: "as recorded" if sorted(interface_groups(ec2, instance_id, eni)) == sorted(wanted) else None,
                do=lambda eni=eni, wanted=wanted: set_interface_groups(ec2, instance_id, eni, wanted), done=f"→ {', '.join(wanted)}")
 
-    change(steps, "tag", "Tag it as released", dry_run=dry_run, plan=f"{STATUS_TAG}=released",
+    environment = record.get("tags", {}).get("Environment")
+
+    def retag() -> None:
+        call(ec2, "create_tags", Resources=[instance_id], Tags=[{"Key": STATUS_TAG, "Value": "released"},
+                                                                {"Key": "irbot:released-at", "Value": context.started_at}])
+        # Isolation wrote Environment=Quarantine:…; put back what was there, or nothing.
+        if environment is not None:
+            call(ec2, "create_tags", Resources=[instance_id], Tags=[{"Key": "Environment", "Value": environment}])
+        else:
+            call(ec2, "delete_tags", Resources=[instance_id], Tags=[{"Key": "Environment"}])
+
+    change(steps, "tag", "Tag it as released, and put its Environment tag back", dry_run=dry_run, plan=f"{STATUS_TAG}=released",
            already=lambda: "tagged released" if _tag(instance, STATUS_TAG) == "released" else None,
-           do=lambda: call(ec2, "create_tags", Resources=[instance_id], Tags=[
-               {"Key": STATUS_TAG, "Value": "released"}, {"Key": "irbot:released-at", "Value": context.started_at}]), done=f"{STATUS_TAG}=released")
+           do=retag, done=f"{STATUS_TAG}=released, Environment " + (f"= {environment}" if environment is not None else "removed"))
     result = Result("release", instance_id, region, steps=steps.steps)
     result.notes.append("Evidence stays as it is: snapshots, saved objects and the role's revoke-older-sessions policy (it only denies tokens issued before the isolation).")
     return result

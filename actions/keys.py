@@ -51,9 +51,9 @@ def revoke_key(session: boto3.Session, key_id: str, region: str, *, dry_run: boo
     steps = StepLog(on_step)
     result = Result("revoke-key", key_id, region)
     if key_id.startswith("ASIA"):
-        _temporary(session, iam, key_id, region, steps, dry_run, events, result)
+        _temporary(session, iam, key_id, region, steps, dry_run, events, result, context)
     else:
-        _long_term(iam, key_id, steps, dry_run, delete, result)
+        _long_term(iam, key_id, steps, dry_run, delete, result, context)
     result.steps = steps.steps
     return result
 
@@ -68,7 +68,7 @@ def _owner(iam, key_id: str) -> str:
     return owner
 
 
-def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, result: Result) -> None:
+def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, result: Result, context: RunContext) -> None:
     owner = _owner(iam, key_id)
     steps.add("owner", "Find the key's owner", Outcome.DONE, f"IAM user {owner}")
     result.facts["user"] = owner
@@ -81,19 +81,26 @@ def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, re
            already=lambda: "it is inactive" if keys()[key_id]["Status"] == "Inactive" else None,
            do=lambda: call(iam, "update_access_key", UserName=owner, AccessKeyId=key_id, Status="Inactive"), done="Inactive")
 
+    cutoff = datetime.fromisoformat(context.started_at).astimezone(timezone.utc)
+
     def has_policy() -> str | None:
+        # Already so only if the policy there denies sessions issued up to this request: an older
+        # cutoff (an earlier revocation) lets sessions issued since then live, so it is renewed.
         try:
-            call(iam, "get_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY)
-            return f"{QUARANTINE_POLICY} is on {owner}"
+            document = call(iam, "get_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY)["PolicyDocument"]
         except ActionError as exc:
             if "NoSuchEntity" in str(exc):
                 return None
             raise
+        if isinstance(document, str):
+            document = json.loads(document)
+        found = next((s["Condition"]["DateLessThan"]["aws:TokenIssueTime"] for s in document.get("Statement", []) if "Condition" in s), "")
+        return f"{QUARANTINE_POLICY} is on {owner}, denying sessions issued before {found}" if found >= cutoff.strftime("%Y-%m-%dT%H:%M:%SZ") else None
 
     change(steps, "quarantine", f"Attach the quarantine deny policy to {owner}", dry_run=dry_run,
            plan="deny new keys, users, policies, instances, functions…, and every session issued before now", already=has_policy,
            do=lambda: call(iam, "put_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY,
-                           PolicyDocument=json.dumps(quarantine_policy(datetime.now(timezone.utc)))),
+                           PolicyDocument=json.dumps(quarantine_policy(cutoff))),
            done=f"{QUARANTINE_POLICY} attached")
 
     try:
@@ -118,7 +125,8 @@ def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, re
                do=lambda: call(iam, "delete_access_key", UserName=owner, AccessKeyId=key_id), done="deleted")
 
 
-def _temporary(session, iam, key_id: str, region: str, steps: StepLog, dry_run: bool, events: EventSource | None, result: Result) -> None:
+def _temporary(session, iam, key_id: str, region: str, steps: StepLog, dry_run: bool, events: EventSource | None, result: Result,
+               context: RunContext) -> None:
     """An ASIA key is a role session: find the role in CloudTrail and revoke its older sessions."""
     if events is None:
         steps.add("owner", "Find the role session", Outcome.FAILED, "no CloudTrail event source")
@@ -137,4 +145,4 @@ def _temporary(session, iam, key_id: str, region: str, steps: StepLog, dry_run: 
     steps.add("owner", "Find the role session", Outcome.DONE, f"sessions of role {', '.join(sorted(issuers))}")
     result.notes.append("A temporary key can't be deactivated: its role's sessions issued before now are revoked instead, for every user of the role.")
     for role in sorted(issuers):
-        revoke_older_sessions(iam, role, dry_run, steps)
+        revoke_older_sessions(iam, role, dry_run, steps, since=context.started_at)

@@ -239,7 +239,12 @@ def _button(book: ApprovalBook, connection: Redis, client: WebClient, verb: str)
             return
         _redraw(client, decision.request)
         if decision.state == APPROVED:
-            enqueue_execution(connection, request_id)
+            try:
+                enqueue_execution(connection, request_id)
+            except RedisError as exc:
+                log.error("approved but not queued", error=type(exc).__name__)
+                _tell(client, channel_id, user_id, f"Request {request_id} is approved, but irbot could not queue it (Redis). "
+                      "Tell whoever runs irbot; the request is recorded as approved.")
         if decision.request.request.incident.startswith("IR-"):
             redraw_card(client, connection, decision.request.request.incident)
 

@@ -4,6 +4,7 @@ what changes in AWS, what the channel says, what the audit trail records."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import boto3
@@ -128,11 +129,15 @@ def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, s
     approved_run(redis_conn, "isolate", world["instance"])
     groups_before = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
     record_before = redis_conn.get(jobs.isolation_key("us-east-1", world["instance"]))
+    time.sleep(1.1)  # IAM's condition times have whole seconds
 
     outcome, _ = approved_run(redis_conn, "isolate", world["instance"])
     assert outcome["ok"]
     assert {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]} == groups_before
-    assert set(step_outcomes(outcome).values()) <= {"already so", "skipped"}, outcome["steps"]
+    outcomes = step_outcomes(outcome)
+    # The older-sessions cutoff moves up to this request (sessions issued since the first would live).
+    assert outcomes.pop("revoke-sessions:web-app") == "done"
+    assert set(outcomes.values()) <= {"already so", "skipped"}, outcome["steps"]
     assert redis_conn.get(jobs.isolation_key("us-east-1", world["instance"])) == record_before  # the original state is kept
 
 
@@ -150,6 +155,7 @@ def test_release_puts_back_exactly_what_was_recorded(containment, slack, redis_c
     assert [(m["arn"], m["port"]) for m in after["target_groups"]] == [(m["arn"], m["port"]) for m in before["target_groups"]]
     assert after["instance_profile"]["arn"] == before["instance_profile"]["arn"]
     assert after["tags"]["irbot:status"] == "released"
+    assert "Environment" not in after["tags"]  # isolation's Environment=Quarantine:… is gone again
     assert any(k.endswith("isolation-record.json") for k in evidence_keys())  # the evidence stays
 
 
@@ -200,8 +206,10 @@ def test_revoke_key_deactivates_quarantines_and_reports_the_other_ways_in(contai
     card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
     assert f"other active keys: {other}" in card and "no console password" in card
 
+    time.sleep(1.1)  # IAM's condition times have whole seconds
     again, _ = approved_run(redis_conn, "revoke-key", leaked)
-    assert step_outcomes(again) == {"owner": "done", "deactivate": "already so", "quarantine": "already so", "other-ways-in": "done"}
+    # Deactivation is already so; the quarantine's session cutoff moves up to this request.
+    assert step_outcomes(again) == {"owner": "done", "deactivate": "already so", "quarantine": "done", "other-ways-in": "done"}
 
 
 def test_revoke_key_with_delete_deletes_it(containment, slack, redis_conn):

@@ -157,6 +157,12 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
     found = find_break(in_redis, source="redis")
     if found:
         problems.append(found)
+    # The head is written with every record: records cut off the end of the log show up here.
+    head_seq, head_hash = trail.head()
+    last = in_redis[-1] if in_redis else {"seq": 0, "hash": GENESIS}
+    if (last.get("seq"), last.get("hash")) != (head_seq, head_hash) and not found:
+        problems.append(Break(min(head_seq, last.get("seq", 0) + 1) or 1,
+                              f"the chain head says record {head_seq} comes last, but the log ends at record {last.get('seq')}: records were removed", "redis"))
 
     by_seq = {r.get("seq"): r for r in in_redis}
     prev, expected = GENESIS, 1
@@ -180,22 +186,53 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
                 break
         if records:
             prev, expected = records[-1]["hash"], records[-1]["seq"] + 1
+    sealed = trail.sealed_up_to()
+    if batches and expected - 1 < sealed and not any(b.source != "redis" for b in problems):
+        problems.append(Break(expected, f"records up to {sealed} were sealed, but the batches end at record {expected - 1}: a batch is missing", "s3"))
     return sorted(problems, key=lambda b: b.seq)
 
 
 def load_batches(s3, bucket: str) -> tuple[list[tuple[str, bytes, str | None]], list[Break]]:
-    """The sealed batches in key order, and a Break for any batch that was written over."""
-    from actions.aws import call, paginate
+    """The sealed batches in key order, each as first written; and a Break for any batch that was
+    written over (a second version) or hidden (a delete marker)."""
+    from actions.aws import call
 
     batches, problems = [], []
-    versions = paginate(s3, "list_object_versions", "Versions", Bucket=bucket, Prefix=BATCH_PREFIX)
-    counts: dict[str, int] = {}
-    for version in versions:
-        counts[version["Key"]] = counts.get(version["Key"], 0) + 1
-    for key in sorted(counts):
-        obj = call(s3, "get_object", Bucket=bucket, Key=key)
-        batches.append((key, obj["Body"].read(), obj.get("Metadata", {}).get("sha256")))
-        if counts[key] > 1:
-            first = int(key[len(BATCH_PREFIX):].split("-")[0])
-            problems.append(Break(first, f"the sealed batch was written over ({counts[key]} versions)", key))
+    versions: dict[str, list[dict]] = {}
+    markers: set[str] = set()
+    token: dict = {}
+    while True:
+        page = call(s3, "list_object_versions", Bucket=bucket, Prefix=BATCH_PREFIX, **token)
+        for version in page.get("Versions", []):
+            versions.setdefault(version["Key"], []).append(version)
+        markers.update(m["Key"] for m in page.get("DeleteMarkers", []))
+        if not page.get("IsTruncated"):
+            break
+        token = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page.get("NextVersionIdMarker")}
+        token = {k: v for k, v in token.items() if v}
+    for key in sorted(versions):
+        first = int(key[len(BATCH_PREFIX):].split("-")[0])
+        original = min(versions[key], key=lambda v: v["LastModified"])
+        params = {"VersionId": original["VersionId"]} if original.get("VersionId") not in (None, "null") else {}
+        obj = call(s3, "get_object", Bucket=bucket, Key=key, **params)
+        body = obj["Body"].read()
+        batches.append((key, body, obj.get("Metadata", {}).get("sha256")))
+        if len(versions[key]) > 1:
+            problems.append(_overwritten(s3, bucket, key, body, versions[key], first))
+        if key in markers:
+            problems.append(Break(first, "the sealed batch was deleted (a delete marker hides it)", key))
     return batches, problems
+
+
+def _overwritten(s3, bucket: str, key: str, original: bytes, versions: list[dict], first: int) -> Break:
+    """Name the first record a later version of a sealed batch changed."""
+    from actions.aws import call
+
+    latest = max(versions, key=lambda v: v["LastModified"])
+    now = call(s3, "get_object", Bucket=bucket, Key=key, VersionId=latest["VersionId"])["Body"].read()
+    sealed_lines, now_lines = original.splitlines(), now.splitlines()
+    for index, line in enumerate(sealed_lines):
+        if index >= len(now_lines) or now_lines[index] != line:
+            seq = json.loads(line).get("seq", first + index)
+            return Break(seq, f"the sealed batch was written over ({len(versions)} versions) and record {seq} differs from the one sealed", key)
+    return Break(first, f"the sealed batch was written over ({len(versions)} versions)", key)

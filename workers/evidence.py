@@ -153,8 +153,21 @@ class EvidenceStream:
         self.buffer += data
         self.size += len(data)
         while len(self.buffer) >= self.part_size:
-            self._queue.put(bytes(self.buffer[: self.part_size]))
+            self._put(bytes(self.buffer[: self.part_size]))
             del self.buffer[: self.part_size]
+
+    def _put(self, part: bytes | None) -> None:
+        """Queue a part, waiting for room; an upload thread that gave up is an error, not a hang."""
+        import queue
+
+        while True:
+            if self.error or not self._thread.is_alive():
+                raise ActionError(f"uploading {self.name} failed: {self.error or 'the upload thread stopped'}")
+            try:
+                self._queue.put(part, timeout=1)
+                return
+            except queue.Full:
+                continue
 
     def _send_parts(self) -> None:
         number = 0
@@ -176,9 +189,9 @@ class EvidenceStream:
 
     def _finish_parts(self) -> None:
         if self.buffer or self.size == 0:  # S3 wants at least one part, even for nothing
-            self._queue.put(bytes(self.buffer))
+            self._put(bytes(self.buffer))
             self.buffer.clear()
-        self._queue.put(None)
+        self._put(None)
         self._thread.join()
         if self.error:
             raise ActionError(f"uploading {self.name} failed: {self.error}")

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -134,16 +135,22 @@ class FindingsConsumer:
         while True:
             try:
                 self.poll_once(wait_seconds=20)
-            except ActionError as exc:
-                log.error("findings queue unreachable", error=str(exc))
+            except (ActionError, RedisError) as exc:
+                # Nothing was deleted that wasn't handled: wait, and take the queue up again.
+                log.error("findings consumer paused", error=str(exc) or type(exc).__name__)
                 time.sleep(5)
 
     def handle(self, message: dict) -> bool:
         try:
             findings = parse(message.get("Body", ""))
         except MalformedFinding as exc:
+            try:
+                self._dead_letter(message, str(exc))
+            except ActionError as dlq_error:
+                # No dead-letter queue to keep it in: leave it queued (SQS's own redrive may take it) and go on.
+                log.error("malformed finding kept in the queue", reason=str(exc), error=str(dlq_error), message_id=message.get("MessageId"))
+                return False
             log.warning("malformed finding sent to the dead-letter queue", reason=str(exc), message_id=message.get("MessageId"))
-            self._dead_letter(message, str(exc))
             self._delete(message)
             return True
         try:

@@ -172,7 +172,7 @@ def declare_incident(data: dict) -> dict:
 
 
 def close_incident(data: dict) -> dict:
-    from workers import jobs
+    from workers import jobs, messages
 
     ctx = jobs.Context(None)
     book = IncidentBook(ctx.connection)
@@ -186,7 +186,7 @@ def close_incident(data: dict) -> dict:
                                       params={"summary": incident.summary}, outcome="closed")
     redraw_card(ctx.slack, ctx.connection, incident.id)
     ctx.slack.chat_postMessage(channel=incident.channel_id, text=f"<@{data['user_id']}> closed {incident.id}." +
-                               (f" Summary: {incident.summary}" if incident.summary else ""))
+                               (f" Summary: {messages.escape(incident.summary)}" if incident.summary else ""))
     return {"ok": True}
 
 

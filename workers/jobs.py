@@ -300,7 +300,7 @@ def _run_action(ctx: Context, *, dry_run: bool, on_step=None, approvers=()) -> R
     kwargs = {k: v for k, v in ctx.request.options.items() if k not in ("region", "dry_run")}
     kwargs["context"] = ctx.run_context(approvers)
     target = ctx.request.targets[0]
-    if ctx.request.command == "release":
+    if ctx.request.command in ("release", "isolate", "compromise"):
         raw = ctx.connection.get(isolation_key(ctx.region, target))
         kwargs["record"] = json.loads(raw) if raw else None
     if ctx.request.command in ("hunt-key", "revoke-key"):
@@ -365,9 +365,14 @@ def execute_request(request_id: str) -> dict:
         log.warning("execution refused", reason=decision.reason, state=decision.state)
         redraw(ctx, ctx.book.get(request_id))
         return {"ok": False, "state": decision.state, "error": decision.reason}
-    redraw(ctx, decision.request)
-    if ctx.request.command == "memory":
-        return memory.start_batch(ctx, decision.request)
+    try:
+        redraw(ctx, decision.request)
+        if ctx.request.command == "memory":
+            return memory.start_batch(ctx, decision.request)
+    except Exception as exc:  # a request that started must end, whatever failed around it
+        log.exception("could not start the request")
+        ctx.book.finish(request_id, ctx.worker, ok=False, steps=[], note=f"irbot could not start it: {type(exc).__name__}")
+        raise
     steps: list[dict] = []
 
     def on_step(step):

@@ -115,9 +115,11 @@ def capture_target(data: dict) -> dict:
     finally:
         ctx.connection.delete(active_key(target))
     reason = (failed[0].detail if hasattr(failed[0], "detail") else failed[0]) if failed else ""
-    _set_row(ctx, pending, target, state="failed" if failed else "complete", reason=reason, sha256=custody.get("sha256"),
-             done=custody.get("bytes"), uri=custody.get("s3"), force=True)
-    _maybe_finish(ctx, pending, failed=bool(failed))
+    try:
+        _set_row(ctx, pending, target, state="failed" if failed else "complete", reason=reason, sha256=custody.get("sha256"),
+                 done=custody.get("bytes"), uri=custody.get("s3"), force=True)
+    finally:
+        _maybe_finish(ctx, pending, failed=bool(failed))  # counted whatever happened, so the batch always ends
     return {"ok": not failed, "target": target, "sha256": custody.get("sha256"), "error": reason}
 
 
@@ -138,7 +140,10 @@ def _set_row(ctx, pending, target: str, *, force: bool = False, **fields) -> Non
                     raise
     # At most one redraw every few seconds across all the batch's jobs, except for state changes.
     if force or ctx.connection.set(f"{key}:redraw", 1, nx=True, ex=REDRAW_EVERY_SECONDS):
-        redraw_progress(ctx, pending)
+        try:
+            redraw_progress(ctx, pending)
+        except Exception as exc:  # the message is a view; the capture and the batch must go on without it
+            log.error("progress redraw failed", error=type(exc).__name__)
 
 
 def redraw_progress(ctx, pending) -> None:
