@@ -53,7 +53,7 @@ def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredO
 
 def failed(request: CommandRequest, sentence: str) -> tuple[str, list[dict]]:
     target = " ".join(request.targets)
-    text = f"/ir {request.command} {target} failed for <@{request.user_id}>: {sentence}"
+    text = f"/ir {request.command} {escape(target)} failed for <@{request.user_id}>: {escape(sentence)}"
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f":x: `/ir {request.command} {escape(target)}` failed: {escape(sentence)}"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
@@ -127,7 +127,7 @@ def approval_card(pending) -> tuple[str, list[dict]]:
     for line in pending.note.splitlines()[:15]:
         mark = "" if line.startswith(("Saved ", "Audit records")) else "⚠️ "
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mark + escape(line)[:2900]}]})
-    return text + ("\n" + pending.note if pending.note else ""), blocks
+    return text + ("\n" + escape(pending.note) if pending.note else ""), blocks
 
 
 def _status_line(pending) -> str:
@@ -273,15 +273,15 @@ def finding_alert(finding) -> tuple[str, list[dict]]:
     """A GuardDuty or Security Hub finding, with the buttons that fit its resource."""
     resource = f"{finding.resource_kind} `{escape(finding.resource_id)}`" if finding.resource_id else finding.resource_kind
     severity = f"{finding.severity}" + (f" ({finding.score:g})" if finding.score is not None else "")
-    text = (f"{finding.source} finding: {finding.title} — {severity}, {finding.type}, account {finding.account}, {finding.region}, "
-            f"{resource}; first seen {finding.first_seen}, last seen {finding.last_seen}, seen {finding.count} times")
+    text = escape(f"{finding.source} finding: {finding.title} — {severity}, {finding.type}, account {finding.account}, {finding.region}, "
+                  f"{resource}; first seen {finding.first_seen}, last seen {finding.last_seen}, seen {finding.count} times")
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{SEVERITY_MARKS.get(finding.severity, ':white_circle:')} *{escape(finding.title)}*\n`{escape(finding.type)}`"}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
             {"type": "mrkdwn", "text": f"*Resource*\n{resource}" + (f" (user {escape(finding.user)})" if finding.user else "")},
-            {"type": "mrkdwn", "text": f"*Account / region*\n{finding.account} / {finding.region}"},
-            {"type": "mrkdwn", "text": f"*Seen*\n{finding.count} times, {finding.first_seen} → {finding.last_seen}"},
+            {"type": "mrkdwn", "text": f"*Account / region*\n{escape(finding.account)} / {escape(finding.region)}"},
+            {"type": "mrkdwn", "text": f"*Seen*\n{finding.count} times, {escape(finding.first_seen)} → {escape(finding.last_seen)}"},
         ]},
     ]
     severity_for_incident = finding.severity if finding.severity in SEVERITY_MARKS else "low"
