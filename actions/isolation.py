@@ -19,6 +19,7 @@ from actions.changes import change
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
+from actions.policies import cutoff_time, session_cutoff
 from actions.registry import Risk, action
 from actions.steps import Outcome, StepLog
 
@@ -449,21 +450,10 @@ def revoke_older_sessions(iam, role_name: str, dry_run: bool, steps: StepLog, *,
         role = call(iam, "get_role", RoleName=role_name)["Role"]
         return "a service-linked role can't be changed" if role.get("Path", "").startswith("/aws-service-role/") else None
 
-    def current_cutoff() -> str | None:
-        try:
-            document = call(iam, "get_role_policy", RoleName=role_name, PolicyName=REVOKE_POLICY)["PolicyDocument"]
-        except ActionError as exc:
-            if "NoSuchEntity" in str(exc):
-                return None
-            raise
-        if isinstance(document, str):
-            document = json.loads(document)
-        return document["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
-
-    cutoff = _cutoff(since)
+    cutoff = cutoff_time(since)
 
     def already() -> str | None:
-        found = current_cutoff()
+        found = session_cutoff(iam, "get_role_policy", RoleName=role_name, PolicyName=REVOKE_POLICY)
         return f"sessions issued before {found} are denied already" if found and found >= cutoff else None
 
     def put() -> str:
@@ -475,11 +465,6 @@ def revoke_older_sessions(iam, role_name: str, dry_run: bool, steps: StepLog, *,
 
     change(steps, f"{name}:{role_name}", f"Revoke older sessions of role {role_name}", dry_run=dry_run,
            plan=f"inline deny-all for tokens issued before {cutoff}", skip=skip, already=already, do=put)
-
-
-def _cutoff(since: str) -> str:
-    """An ISO time as IAM's condition wants it: 2026-11-23T14:02:11Z."""
-    return datetime.fromisoformat(since).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _cut_credentials(aws: Clients, instance_id: str, record: dict, steps: StepLog, dry_run: bool, result: Result, since: str) -> None:

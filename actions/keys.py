@@ -14,6 +14,7 @@ from actions.cloudtrail import EventSource
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.isolation import revoke_older_sessions
+from actions.policies import cutoff_time, session_cutoff
 from actions.registry import Risk, action
 from actions.steps import Outcome, StepLog
 
@@ -86,16 +87,10 @@ def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, re
     def has_policy() -> str | None:
         # Already so only if the policy there denies sessions issued up to this request: an older
         # cutoff (an earlier revocation) lets sessions issued since then live, so it is renewed.
-        try:
-            document = call(iam, "get_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY)["PolicyDocument"]
-        except ActionError as exc:
-            if "NoSuchEntity" in str(exc):
-                return None
-            raise
-        if isinstance(document, str):
-            document = json.loads(document)
-        found = next((s["Condition"]["DateLessThan"]["aws:TokenIssueTime"] for s in document.get("Statement", []) if "Condition" in s), "")
-        return f"{QUARANTINE_POLICY} is on {owner}, denying sessions issued before {found}" if found >= cutoff.strftime("%Y-%m-%dT%H:%M:%SZ") else None
+        found = session_cutoff(iam, "get_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY)
+        if found is None:
+            return None
+        return f"{QUARANTINE_POLICY} is on {owner}, denying sessions issued before {found}" if found >= cutoff_time(context.started_at) else None
 
     change(steps, "quarantine", f"Attach the quarantine deny policy to {owner}", dry_run=dry_run,
            plan="deny new keys, users, policies, instances, functions…, and every session issued before now", already=has_policy,
