@@ -11,6 +11,7 @@ import dataclasses
 import json
 import time
 
+from redis.exceptions import WatchError
 from rq import Queue
 
 from actions.memory import MemorySettings, Progress
@@ -135,9 +136,8 @@ def _set_row(ctx, pending, target: str, *, force: bool = False, **fields) -> Non
                 pipe.hset(key, "rows", json.dumps(rows))
                 pipe.execute()
                 break
-            except Exception as exc:  # WatchError: another target wrote first; read again
-                if type(exc).__name__ != "WatchError":
-                    raise
+            except WatchError:  # another target of the batch wrote first: read again
+                continue
     # At most one redraw every few seconds across all the batch's jobs, except for state changes.
     if force or ctx.connection.set(f"{key}:redraw", 1, nx=True, ex=REDRAW_EVERY_SECONDS):
         try:
