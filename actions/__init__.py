@@ -1,20 +1,18 @@
 """AWS and SSH actions: plain functions of a boto3 session and typed arguments.
 
-Nothing here knows about Slack or Redis. Each action is registered with its
-risk class and the IAM permissions it needs (see ``registry``), so irbot can
-tell which actions need a second person and print its least-privilege policy.
+Nothing here knows about Slack or Redis. Each action is one module that registers itself with
+its whole declaration (see ``registry``): risk, IAM permissions, target and options, what it
+needs, how a worker runs it. Adding an action is adding a module to ACTION_MODULES.
 """
+
+import importlib
 
 from actions.errors import ActionError
 from actions.registry import REGISTRY, ActionSpec, Risk, get
 
-# Importing the action modules registers them.
-from actions import collect as _collect  # noqa: F401,E402
-from actions import stop as _stop  # noqa: F401,E402
-from actions import isolation as _isolation  # noqa: F401,E402
-from actions import snapshot as _snapshot  # noqa: F401,E402
-from actions import keys as _keys  # noqa: F401,E402
-from actions import hunt as _hunt  # noqa: F401,E402
-from actions import compromise as _compromise  # noqa: F401,E402
+# Importing the action modules registers them; compromise comes last, as it is made of the others.
+ACTION_MODULES = ("collect", "isolate", "release", "snapshot", "stop", "keys", "hunt", "memory", "compromise")
+for _module in ACTION_MODULES:
+    importlib.import_module(f"actions.{_module}")
 
 __all__ = ["ActionError", "ActionSpec", "REGISTRY", "Risk", "get"]

@@ -15,6 +15,8 @@ class Artefact:
     body: bytes
     content_type: str
     description: str
+    # The target's state before a change, which a later action (release) restores from.
+    state_record: bool = False
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Result:
     facts: dict[str, Any] = field(default_factory=dict)
     # For actions that change things: each named step and how it went.
     steps: list = field(default_factory=list)
+    # Resources worth a card of their own in the channel, each with the buttons that act on it.
+    findings: list[dict] = field(default_factory=list)
 
 
 def to_json_bytes(data: Any) -> bytes:
@@ -35,8 +39,8 @@ def to_json_bytes(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True, default=_plain, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def json_artefact(name: str, description: str, data: Any) -> Artefact:
-    return Artefact(name, to_json_bytes(data), "application/json", description)
+def json_artefact(name: str, description: str, data: Any, *, state_record: bool = False) -> Artefact:
+    return Artefact(name, to_json_bytes(data), "application/json", description, state_record)
 
 
 def _plain(value: Any) -> str:

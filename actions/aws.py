@@ -1,14 +1,24 @@
-"""Making AWS calls the same way everywhere: retries, timeouts and error sentences."""
+"""Making AWS calls the same way everywhere: retries, timeouts, error sentences, and declared permissions.
+
+Every AWS client irbot uses is made here. Each caller declares the IAM actions it may call (an
+action in its registration; the evidence store, the audit sealer and the findings consumer in a
+Declaration of their own). With IRBOT_PERMISSION_CHECK set to a file path, as the test suite
+does, a call outside the caller's declaration is written to that file and refused, so a
+declaration that is wrong can't go unnoticed.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from actions.errors import ActionError, explain
+from actions.errors import ActionError, error_code, explain
 
 # Standard retry mode backs off on throttling and transient errors; eight attempts
 # ride out a burst of RequestLimitExceeded without holding a job for minutes.
@@ -19,19 +29,79 @@ CLIENT_CONFIG = Config(
     user_agent_extra="irbot",
 )
 
+CHECK_VARIABLE = "IRBOT_PERMISSION_CHECK"
 
-def client(session: boto3.Session, service: str, region: str):
-    return session.client(service, region_name=region, config=CLIENT_CONFIG)
+# Where the IAM action differs from the API operation's name (S3's are the usual suspects).
+IAM_NAMES = {
+    "s3:HeadObject": "s3:GetObject",
+    "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject",
+    "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:CopyObject": "s3:PutObject",
+    "s3:UploadPartCopy": "s3:PutObject",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjectVersions": "s3:ListBucketVersions",
+    "s3:ListParts": "s3:ListMultipartUploadParts",
+    "s3:GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "s3:PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+}
+# Calls that need no permission at all.
+ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """Who makes AWS calls, and the IAM actions they may call."""
+
+    who: str
+    permissions: frozenset[str]
+
+
+class UndeclaredCall(Exception):
+    """A call outside the caller's declaration: a bug in irbot, raised only when the check is on."""
+
+
+def iam_action(signing_name: str, operation: str) -> str:
+    name = f"{signing_name}:{operation}"
+    return IAM_NAMES.get(name, name)
+
+
+def declare(session: boto3.Session, declaration: Declaration) -> boto3.Session:
+    """Mark ``session``: clients made from it without a declaration of their own act under this one."""
+    session.irbot_declaration = declaration  # type: ignore[attr-defined]
+    return session
+
+
+def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None):
+    aws_client = session.client(service, region_name=region, config=CLIENT_CONFIG)
+    check_file = os.environ.get(CHECK_VARIABLE)
+    if check_file:
+        declaration = declared or getattr(session, "irbot_declaration", None)
+        aws_client.meta.events.register("before-call", _checker(declaration, aws_client.meta.service_model.signing_name, check_file))
+    return aws_client
+
+
+def _checker(declaration: Declaration | None, signing_name: str, check_file: str):
+    def check(model, **_: Any) -> None:
+        needed = iam_action(signing_name, model.name)
+        if needed in ALWAYS_ALLOWED or (declaration is not None and needed in declaration.permissions):
+            return
+        who = declaration.who if declaration else "a caller with no declaration"
+        with open(check_file, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"who": who, "call": needed}) + "\n")
+        raise UndeclaredCall(f"{who} called {needed}, which it does not declare")
+
+    return check
 
 
 def call(aws_client, operation: str, **params: Any) -> dict:
-    """Call ``operation`` (the boto3 method name); failures become an ActionError sentence."""
+    """Call ``operation`` (the boto3 method name); failures become an ActionError sentence with AWS's code."""
     try:
         response = getattr(aws_client, operation)(**params)
     except (ClientError, BotoCoreError) as exc:
-        raise ActionError(
-            explain(exc, service=aws_client.meta.service_model.signing_name, region=aws_client.meta.region_name)
-        ) from exc
+        raise _error(aws_client, exc) from exc
     response.pop("ResponseMetadata", None)
     return response
 
@@ -44,6 +114,9 @@ def paginate(aws_client, operation: str, key: str, **params: Any) -> list:
             items.extend(page.get(key, []))
         return items
     except (ClientError, BotoCoreError) as exc:
-        raise ActionError(
-            explain(exc, service=aws_client.meta.service_model.signing_name, region=aws_client.meta.region_name)
-        ) from exc
+        raise _error(aws_client, exc) from exc
+
+
+def _error(aws_client, exc: BaseException) -> ActionError:
+    sentence = explain(exc, service=aws_client.meta.service_model.signing_name, region=aws_client.meta.region_name)
+    return ActionError(sentence, code=error_code(exc))

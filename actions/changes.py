@@ -18,12 +18,16 @@ def change(
     plan: str,
     do: Callable[[], str],
     skip: Callable[[], str | None] = lambda: None,
+    impossible: Callable[[], str | None] = lambda: None,
     done: str | None = None,
 ) -> Outcome:
-    """Record one step: skipped (``skip`` gives the reason), already so (``already`` says how),
-    planned (dry run), or done by ``do`` (its result is the detail, unless ``done`` gives it).
-    An AWS failure is the step's, not the action's."""
+    """Record one step: failed because it can't be done (``impossible`` says why), skipped (``skip``
+    gives the reason), already so (``already`` says how), planned (dry run), or done by ``do`` (its
+    result is the detail, unless ``done`` gives it). An AWS failure is the step's, not the action's."""
     try:
+        reason = impossible()
+        if reason:
+            return steps.add(name, title, Outcome.FAILED, reason).outcome
         reason = skip()
         if reason:
             return steps.add(name, title, Outcome.SKIPPED, reason).outcome

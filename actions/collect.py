@@ -10,9 +10,11 @@ import boto3
 
 from actions.artefacts import Artefact, Result, json_artefact
 from actions.aws import call, client, paginate
+from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
-from actions.registry import Risk, action
+from actions.registry import Reply, Risk, action
+from actions.steps import StepLog
 
 
 @action(
@@ -31,8 +33,11 @@ from actions.registry import Risk, action
         "iam:ListAttachedRolePolicies",
         "iam:ListRolePolicies",
     ),
+    card_state="collected",
+    reply=Reply.EVIDENCE,
 )
-def collect(session: boto3.Session, instance_id: str, region: str) -> Result:
+def collect(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False) -> Result:
+    """Reads only: ``dry_run`` changes nothing here, and the evidence is what it returns."""
     ec2 = client(session, "ec2", region)
     result = Result("collect", instance_id, region)
     result.facts["started_at"] = _now()

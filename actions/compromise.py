@@ -9,20 +9,26 @@ from actions.artefacts import Result
 from actions.collect import collect
 from actions.context import RunContext
 from actions.errors import ActionError
-from actions.isolation import ISOLATE_PERMISSIONS, isolate
+from actions.isolate import isolate
 from actions.memory import capture
-from actions.registry import REGISTRY, Risk, action
-from actions.snapshot import PERMISSIONS as SNAPSHOT_PERMISSIONS, snapshot
+from actions.registry import REGISTRY, Need, Option, Risk, action
+from actions.snapshot import snapshot
 from actions.steps import Outcome, StepLog
 from actions.stop import stop as stop_instance
+
+PARTS = ("collect", "isolate", "snapshot", "memory", "stop")
+
+
+def _state(options: dict) -> str:
+    return "isolated + snapshotted" + (" + stopped" if options.get("stop") else "")
 
 
 @action("compromise", risk=Risk.CHANGE,
         summary="The whole playbook: collect, isolate, snapshot, memory, and stop with --stop.",
-        permissions=(*REGISTRY["collect"].permissions, *ISOLATE_PERMISSIONS, *SNAPSHOT_PERMISSIONS, "ec2:StopInstances"))
-def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
-               context: RunContext = RunContext(), stop: bool = False, record: dict | None = None) -> Result:
-    steps = StepLog(on_step)
+        permissions=tuple(p for part in PARTS for p in REGISTRY[part].permissions),
+        extra_options=(Option("--stop"),), needs=(Need.RECORD,), card_state=_state, loses_memory=True, timeout_seconds=60 * 60)
+def compromise(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
+               stop: bool = False) -> Result:
     result = Result("compromise", instance_id, region)
 
     # Evidence first: the metadata and console as they were before irbot touched anything.
@@ -30,31 +36,31 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, dry_run
         steps.add("collect", "Collect metadata and console output", Outcome.PLANNED, "save them to the evidence bucket")
     else:
         try:
-            collected = collect(session, instance_id, region)
+            collected = collect(session, instance_id, region, context=context, steps=StepLog())
             where = [context.store(a) for a in collected.artefacts]
             steps.add("collect", "Collect metadata and console output", Outcome.DONE, f"{len(where)} objects saved")
             result.notes.extend(collected.notes)
         except ActionError as exc:
             steps.add("collect", "Collect metadata and console output", Outcome.FAILED, str(exc))
 
-    isolated = isolate(session, instance_id, region, dry_run=dry_run, context=context, steps=steps, record=record)
+    isolated = isolate(session, instance_id, region, context=context, steps=steps, dry_run=dry_run)
     result.notes.extend(isolated.notes)
     result.facts["record"] = isolated.facts.get("record")
-    snapped = snapshot(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+    snapped = snapshot(session, instance_id, region, context=context, steps=steps, dry_run=dry_run)
     result.facts["snapshots"] = snapped.facts.get("snapshots", [])
     captured = True
     if context.memory is None:
         steps.add("memory", "Capture memory", Outcome.SKIPPED, "SSH access is not set up (IR_SSH_KEY)")
     else:
         before = len(steps.steps)
-        memory = capture(session, instance_id, region, dry_run=dry_run, context=context, steps=steps)
+        memory = capture(session, instance_id, region, context=context, steps=steps, dry_run=dry_run)
         result.artefacts.extend(memory.artefacts)
         captured = not any(s.outcome is Outcome.FAILED for s in steps.steps[before:])
     if stop and not captured and not dry_run:
         # A host whose memory capture failed stays up, so the capture can be tried again.
         steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "the memory capture failed; stopping would lose the memory")
     elif stop:
-        stop_instance(session, instance_id, region, dry_run=dry_run, steps=steps)
+        stop_instance(session, instance_id, region, context=context, steps=steps, dry_run=dry_run)
     else:
         steps.add("stop-instance", f"Stop {instance_id}", Outcome.SKIPPED, "not asked for (add --stop); it stays running, isolated")
     result.steps = steps.steps

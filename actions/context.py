@@ -22,6 +22,8 @@ class RunContext:
     memory: object | None = None  # MemorySettings, when SSH capture is set up
     open_sink: Callable[[str], object] | None = None  # opens a streamed evidence object by name
     on_progress: Callable[[object], None] | None = None
+    record: dict | None = None  # the target's stored state record, for actions that need it (Need.RECORD)
+    events: object | None = None  # a CloudTrail EventSource, for actions that need one (Need.EVENTS)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def store(self, artefact: Artefact) -> str:

@@ -35,7 +35,19 @@ BAD_CREDENTIAL_CODES = frozenset(
 
 
 class ActionError(Exception):
-    """An action could not be done; ``str(error)`` is the sentence to show the responder."""
+    """An action could not be done; ``str(error)`` is the sentence to show the responder.
+
+    ``code`` is AWS's error code when AWS refused (e.g. ``InvalidInstanceID.NotFound``), so callers
+    decide on data, never by searching the sentence."""
+
+    def __init__(self, sentence: str, *, code: str | None = None):
+        super().__init__(sentence)
+        self.code = code
+
+
+def error_code(exc: BaseException) -> str | None:
+    """AWS's error code of a botocore ClientError, else None."""
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
 
 
 def explain(exc: BaseException, *, service: str = "", region: str = "") -> str:

@@ -12,7 +12,7 @@ from actions.aws import call, client, paginate
 from actions.cloudtrail import EventSource
 from actions.context import RunContext
 from actions.errors import ActionError
-from actions.registry import Risk, action
+from actions.registry import Need, Option, Risk, action
 from actions.steps import Outcome, StepLog
 
 DEFAULT_DAYS = 30
@@ -24,13 +24,13 @@ CREATING_EVENTS = {"RunInstances", "CreateSecurityGroup", "CreateKeyPair", "Impo
                    "CreateFunction20150331", "CreateFunction", "CreateLoginProfile", "AttachUserPolicy", "PutUserPolicy"}
 
 
-@action("hunt-key", risk=Risk.READ, summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS)
-def hunt_key(session: boto3.Session, key_id: str, region: str, *, dry_run: bool = False, on_step=None,
-             context: RunContext = RunContext(), since: str | None = None, events: EventSource | None = None,
-             max_parallel: int = 8) -> Result:
+@action("hunt-key", risk=Risk.READ, summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS,
+        target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date"),), needs=(Need.EVENTS,))
+def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
+             since: str | None = None, max_parallel: int = 8) -> Result:
+    events: EventSource | None = context.events
     start = datetime.combine(date.fromisoformat(since), time(), timezone.utc) if since else \
         datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DEFAULT_DAYS)
-    steps = StepLog(on_step)
     result = Result("hunt-key", key_id, region)
     result.facts["since"] = start.date().isoformat()
     ec2 = client(session, "ec2", region)
@@ -65,6 +65,7 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, dry_run: bool 
     # What the key itself is known to have made comes first, then the rest, newest first.
     findings.sort(key=lambda f: (not f["by_key"], f["kind"] != "instance", str(f.get("created") or "")), reverse=False)
     result.facts["findings"] = findings
+    result.findings = findings
     result.facts["regions"] = regions
     result.artefacts.append(json_artefact("hunt-key.json", f"What {key_id} did and made since {start.date()}",
                                           {"key": key_id, "since": start.date().isoformat(), "regions": regions,

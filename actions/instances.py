@@ -14,7 +14,7 @@ def describe_instance(ec2, instance_id: str) -> tuple[dict, dict]:
     try:
         reservations = call(ec2, "describe_instances", InstanceIds=[instance_id])["Reservations"]
     except ActionError as exc:
-        if any(code in str(exc) for code in NOT_FOUND_CODES):
+        if exc.code in NOT_FOUND_CODES:
             raise ActionError(
                 f"Instance {instance_id} was not found in {region}: check the ID, and the region (add --region R)."
             ) from exc

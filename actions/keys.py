@@ -13,9 +13,8 @@ from actions.changes import change
 from actions.cloudtrail import EventSource
 from actions.context import RunContext
 from actions.errors import ActionError
-from actions.isolation import revoke_older_sessions
-from actions.policies import cutoff_time, session_cutoff
-from actions.registry import Risk, action
+from actions.iam import cutoff_time, revoke_older_sessions, session_cutoff
+from actions.registry import Need, Option, Risk, action
 from actions.steps import Outcome, StepLog
 
 QUARANTINE_POLICY = "irbot-quarantine"
@@ -45,14 +44,14 @@ def quarantine_policy(now: datetime) -> dict:
     ]}
 
 
-@action("revoke-key", risk=Risk.CHANGE, summary="Deactivate an access key and quarantine its user.", permissions=PERMISSIONS)
-def revoke_key(session: boto3.Session, key_id: str, region: str, *, dry_run: bool = False, on_step=None,
-               context: RunContext = RunContext(), delete: bool = False, events: EventSource | None = None) -> Result:
+@action("revoke-key", risk=Risk.CHANGE, summary="Deactivate an access key and quarantine its user.", permissions=PERMISSIONS,
+        target="access-key", extra_options=(Option("--delete"),), needs=(Need.EVENTS,), card_state="revoked")
+def revoke_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
+               delete: bool = False) -> Result:
     iam = client(session, "iam", region)
-    steps = StepLog(on_step)
     result = Result("revoke-key", key_id, region)
     if key_id.startswith("ASIA"):
-        _temporary(session, iam, key_id, region, steps, dry_run, events, result, context)
+        _temporary(session, iam, key_id, region, steps, dry_run, context.events, result, context)
     else:
         _long_term(iam, key_id, steps, dry_run, delete, result, context)
     result.steps = steps.steps
@@ -104,7 +103,7 @@ def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, re
             call(iam, "get_login_profile", UserName=owner)
             console = "has a console password"
         except ActionError as exc:
-            if "NoSuchEntity" not in str(exc):
+            if exc.code != "NoSuchEntity":
                 raise
             console = "has no console password"
         detail = f"{owner} {console}; other active keys: {', '.join(others) or 'none'}"

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import Protocol
 
 import boto3
 
@@ -22,7 +22,7 @@ from actions.collect import decode_console_output
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
-from actions.registry import Risk, action
+from actions.registry import Option, Risk, action
 from actions.ssh import Endpoint, TrustedKeys, connect, load_key, run, stream, trusted_from_console, trusted_from_known_hosts, tunnel
 from actions.steps import Outcome, StepLog
 
@@ -92,17 +92,13 @@ def resolve(session: boto3.Session, region: str, text: str, settings: MemorySett
 
 
 @action("memory", risk=Risk.CHANGE, summary="Capture memory over SSH from one or more hosts, straight into the evidence bucket.",
-        permissions=("ec2:DescribeInstances", "ec2:GetConsoleOutput"))
-def capture(session: boto3.Session, target: str, region: str, *, dry_run: bool = False, on_step=None,
-            context: RunContext = RunContext(), settings: MemorySettings | None = None,
-            open_sink: Callable[[str], Sink] | None = None, on_progress: Callable[[Progress], None] | None = None,
-            public: bool = False, steps: StepLog | None = None) -> Result:
-    settings = settings or context.memory
-    open_sink = open_sink or context.open_sink
-    on_progress = on_progress or context.on_progress
+        permissions=("ec2:DescribeInstances", "ec2:GetConsoleOutput"), target="memory-target", many=True,
+        extra_options=(Option("--public"),), card_state="memory captured", queue="long", timeout_seconds=12 * 3600, fan_out=True)
+def capture(session: boto3.Session, target: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
+            public: bool = False) -> Result:
+    settings, open_sink, on_progress = context.memory, context.open_sink, context.on_progress
     if settings is None:
         raise ActionError("Memory capture is not set up: set IR_SSH_KEY (and IR_MEMORY_COMMAND) for the worker.")
-    steps = steps or StepLog(on_step)
     result = Result("memory", target, region)
     name = f"memory-{re.sub(r'[^A-Za-z0-9._-]', '_', target)}.lime"
     custody: dict = {"target": target, "requester": context.requester, "approvers": list(context.approvers),

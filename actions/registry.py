@@ -1,4 +1,11 @@
-"""The action registry: what each action is, how risky it is, what it may call in AWS."""
+"""The action registry: everything irbot needs to know about an action, declared once beside it.
+
+A declaration says what the action is (name, summary, risk), what it may call in AWS, what it
+acts on and which options it takes (the /ir grammar and help are generated from these), what it
+needs from earlier work, what it makes of its target on the incident card, and how a worker runs
+it (queue, timeout, one job or one per target). The workers read these; they never switch on an
+action's name.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,51 @@ import enum
 from dataclasses import dataclass
 from typing import Callable
 
+from actions.aws import Declaration
+
 
 class Risk(enum.Enum):
     # READ runs at once for a responder; CHANGE (state in AWS, or code on a host) needs a second person.
     READ = "read"
     CHANGE = "change"
+
+
+class Need(enum.Enum):
+    """What an action needs from earlier work, handed to it in its RunContext."""
+
+    RECORD = "record"  # the stored record of the target's state before an earlier change (context.record)
+    EVENTS = "events"  # a CloudTrail event source (context.events)
+
+
+class Reply(enum.Enum):
+    """How the outcome reaches the channel."""
+
+    STEPS = "steps"  # one message listing the named steps, redrawn as they finish
+    EVIDENCE = "evidence"  # the stored objects with their digests and links, and a manifest
+
+
+# What an action acts on: the word the usage shows, and an example for sentences.
+TARGETS = {
+    "instance": ("instance-id", "i-0123456789abcdef0"),
+    "access-key": ("access-key-id", "AKIAIOSFODNN7EXAMPLE"),
+    "memory-target": ("target", "i-0123456789abcdef0"),
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # as typed, e.g. "--region"
+    takes: str | None = None  # the value's placeholder, None for a flag
+    kind: str = "flag"  # how the grammar checks the value: flag, region, date, kms-key, text, severity
+    rest: bool = False  # the value is the rest of the line (free text)
+
+    @property
+    def key(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+REGION = Option("--region", "R", "region")
+DRY_RUN = Option("--dry-run")
 
 
 @dataclass(frozen=True)
@@ -20,18 +67,53 @@ class ActionSpec:
     summary: str
     permissions: tuple[str, ...]
     run: Callable
+    target: str = "instance"
+    many: bool = False  # more than one target in one request
+    extra_options: tuple[Option, ...] = ()
+    needs: frozenset[Need] = frozenset()
+    # What a finished run makes of its target on the incident card, given the request's options.
+    card_state: Callable[[dict], str] | None = None
+    reply: Reply = Reply.STEPS
+    queue: str = "actions"  # or "long", for work that takes hours (a worker listens on both)
+    timeout_seconds: int = 15 * 60
+    fan_out: bool = False  # one job per target, then one job that ends the request
+    loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """Every AWS action takes --region; one that changes things can be tried with --dry-run."""
+        return (REGION, *((DRY_RUN,) if self.risk is Risk.CHANGE else ()), *self.extra_options)
+
+    @property
+    def declaration(self) -> Declaration:
+        return Declaration(f"action {self.name}", frozenset(self.permissions))
+
+    def state_for(self, options: dict) -> str | None:
+        return self.card_state(options) if self.card_state else None
 
 
 REGISTRY: dict[str, ActionSpec] = {}
 
 
-def action(name: str, *, risk: Risk, summary: str, permissions: tuple[str, ...]):
-    """Register the decorated function as the action called ``name``."""
+def action(name: str, *, risk: Risk, summary: str, permissions: tuple[str, ...], **declared):
+    """Register the decorated function as the action called ``name``; ``declared`` fills the rest of its spec.
+
+    Every action has one signature: ``run(session, target, region, *, context, dry_run=False, on_step=None, **options)``.
+    """
 
     def register(func: Callable) -> Callable:
         if name in REGISTRY:
             raise ValueError(f"action {name!r} is registered twice")
-        REGISTRY[name] = ActionSpec(name, risk, summary, tuple(sorted(set(permissions))), func)
+        if declared.get("target", "instance") not in TARGETS:
+            raise ValueError(f"action {name!r} has an unknown target kind")
+        card = declared.pop("card_state", None)
+        if isinstance(card, str):
+            declared["card_state"] = lambda options, text=card: text
+        elif card is not None:
+            declared["card_state"] = card
+        if "needs" in declared:
+            declared["needs"] = frozenset(declared["needs"])
+        REGISTRY[name] = ActionSpec(name, risk, summary, tuple(sorted(set(permissions))), func, **declared)
         return func
 
     return register

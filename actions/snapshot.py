@@ -12,57 +12,64 @@ from actions.aws import call, client
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
-from actions.registry import Risk, action
+from actions.changes import change
+from actions.registry import Option, Risk, action
 from actions.steps import Outcome, StepLog
 
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots", "ec2:CopySnapshot")
 
 
-@action("snapshot", risk=Risk.READ, summary="Snapshot every volume of an instance (crash-consistent, one call).", permissions=PERMISSIONS)
-def snapshot(session: boto3.Session, instance_id: str, region: str, *, dry_run: bool = False, on_step=None,
-             context: RunContext = RunContext(), copy_to_kms: str | None = None, steps: StepLog | None = None,
-             wait_seconds: float = 900, poll_seconds: float = 5) -> Result:
+@action("snapshot", risk=Risk.READ, summary="Snapshot every volume of an instance (crash-consistent, one call).", permissions=PERMISSIONS,
+        extra_options=(Option("--copy-to-kms", "KEY", "kms-key"),), card_state="snapshotted")
+def snapshot(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
+             copy_to_kms: str | None = None, wait_seconds: float = 900, poll_seconds: float = 5) -> Result:
     ec2 = client(session, "ec2", region)
     _, instance = describe_instance(ec2, instance_id)
-    steps = steps or StepLog(on_step)
     result = Result("snapshot", instance_id, region)
     volumes = {b["Ebs"]["VolumeId"]: b["DeviceName"] for b in instance.get("BlockDeviceMappings", []) if "Ebs" in b}
-    if not volumes:
-        steps.add("snapshot", "Snapshot the volumes", Outcome.SKIPPED, "no EBS volumes attached")
-        result.steps = steps.steps
-        return result
+    snapshots: list[dict] = []
 
-    # The request ID on every snapshot makes a retried job find its own snapshots instead of making more.
-    mine = call(ec2, "describe_snapshots", OwnerIds=["self"], Filters=[{"Name": "tag:irbot:request", "Values": [context.request_id or "-"]}])["Snapshots"]
-    if mine:
-        snapshots = mine
-        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.ALREADY, ", ".join(s["SnapshotId"] for s in mine))
-    elif dry_run:
-        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.PLANNED,
-                  ", ".join(f"{v} ({d})" for v, d in volumes.items()))
-        result.steps = steps.steps
-        return result
-    else:
+    def mine() -> list[dict]:
+        # The request ID on every snapshot makes a retried job find its own snapshots instead of making more.
+        return call(ec2, "describe_snapshots", OwnerIds=["self"],
+                    Filters=[{"Name": "tag:irbot:request", "Values": [context.request_id or "-"]}])["Snapshots"]
+
+    def already() -> str | None:
+        snapshots[:] = mine()
+        return ", ".join(s["SnapshotId"] for s in snapshots) if snapshots else None
+
+    def create() -> str:
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         tags = {"irbot:incident": context.incident, "irbot:instance": instance_id, "irbot:requester": context.requester,
                 "irbot:request": context.request_id, "irbot:created-at": context.started_at}
-        try:
-            snapshots = call(
-                ec2, "create_snapshots",
-                InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": False},
-                Description=f"IR-{context.requester or 'irbot'}-{day}-{context.incident or instance_id}",
-                TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items() if v]}],
-                CopyTagsFromSource="volume",
-            )["Snapshots"]
-        except ActionError as exc:
-            steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.FAILED, str(exc))
-            result.steps = steps.steps
-            return result
-        for snap in snapshots:
-            call(ec2, "create_tags", Resources=[snap["SnapshotId"]], Tags=[{"Key": "irbot:volume", "Value": snap["VolumeId"]}])
-        steps.add("snapshot", f"Snapshot {len(volumes)} volumes together", Outcome.DONE,
-                  ", ".join(f"{s['SnapshotId']} of {s['VolumeId']} ({volumes.get(s['VolumeId'], '?')})" for s in snapshots))
+        snapshots[:] = call(
+            ec2, "create_snapshots",
+            InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": False},
+            Description=f"IR-{context.requester or 'irbot'}-{day}-{context.incident or instance_id}",
+            TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items() if v]}],
+            CopyTagsFromSource="volume",
+        )["Snapshots"]
+        return ", ".join(f"{s['SnapshotId']} of {s['VolumeId']} ({volumes.get(s['VolumeId'], '?')})" for s in snapshots)
 
+    title = f"Snapshot {len(volumes)} volumes together"
+    made = change(steps, "snapshot", title if volumes else "Snapshot the volumes", dry_run=dry_run,
+                  plan=", ".join(f"{v} ({d})" for v, d in volumes.items()),
+                  skip=lambda: None if volumes else "no EBS volumes attached", already=already, do=create)
+    if made not in (Outcome.DONE, Outcome.ALREADY):
+        result.steps = steps.steps
+        return result
+
+    def untagged() -> list[dict]:
+        return [s for s in snapshots if not any(t["Key"] == "irbot:volume" for t in s.get("Tags", []))]
+
+    def tag_volumes() -> str:
+        for snap in untagged():
+            call(ec2, "create_tags", Resources=[snap["SnapshotId"]], Tags=[{"Key": "irbot:volume", "Value": snap["VolumeId"]}])
+        return "each snapshot names its volume (irbot:volume)"
+
+    # A failed tag costs only this step: the snapshots exist and are reported either way.
+    change(steps, "tag-volumes", "Tag each snapshot with its volume", dry_run=dry_run, plan="irbot:volume on each snapshot",
+           already=lambda: None if untagged() else "tagged", do=tag_volumes)
     ids = [s["SnapshotId"] for s in snapshots]
     result.facts["snapshots"] = [{"snapshot_id": s["SnapshotId"], "volume_id": s["VolumeId"], "device": volumes.get(s["VolumeId"])} for s in snapshots]
     _wait(ec2, ids, steps, wait_seconds, poll_seconds)

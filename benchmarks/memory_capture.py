@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actions.ssh import Endpoint, connect, load_key, stream, trusted_from_known_hosts  # noqa: E402
-from bot.local_sshd import SshServer, find_sshd  # noqa: E402
+from standins.local_sshd import SshServer, find_sshd  # noqa: E402
 
 
 def irbot_capture(server_info: tuple, command: str, sink=None) -> tuple[int, str]:
@@ -145,7 +145,7 @@ def _into_moto(info, command: str, size: int) -> float:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    from workers.evidence import EvidenceStore
+    from core.evidence import EvidenceStore
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -1,120 +1,186 @@
-"""The Bolt app: verifies Slack's requests, parses /ir, queues the work and acks within 3 s."""
+"""The Bolt app: verifies Slack's requests, parses /ir, queues the work and acks within 3 s.
+
+What every listener shares is middleware, not repeated code: a fresh log context and a settled ack per
+request (``start_request``), the responder check (``responders_only``), and one error handler that turns an
+unreachable Redis into a sentence instead of an HTTP 500.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from redis import Redis
 from redis.exceptions import RedisError
-from slack_bolt import App
+from slack_bolt import App, BoltResponse
+from slack_bolt.context.ack import Ack
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 import actions
 from actions.registry import Risk
 from bot import views
 from bot.grammar import UsageError, parse
-from workers import messages
-from workers.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
-from rq import Queue
-
-from workers.audit import AuditTrail
-from workers.incidents import Incident, IncidentBook, redraw_card, summarise
-from workers.queues import ACTIONS_QUEUE, SERIALIZER
-from workers.logs import get_logger
-from workers.queues import enqueue, enqueue_execution, enqueue_gated
-from workers.request import CommandRequest
-from workers.settings import Settings
+from chat import cards, messages
+from chat.directory import approver_group
+from chat.slack import Slack
+from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
+from core.audit import AuditTrail
+from core.incidents import Incident, IncidentBook, summarise
+from core.logs import get_logger
+from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job
+from core.request import CommandRequest
+from core.settings import Settings
 
 log = get_logger(__name__)
 
 # Commands that are not AWS actions: the bot answers them, or hands them to a worker itself.
 BOT_COMMANDS = frozenset({"help", "audit", "status", "declare", "close", "report"})
+INCIDENT_COMMANDS = BOT_COMMANDS - {"help"}
 
 
 def available_commands() -> frozenset[str]:
     return BOT_COMMANDS | frozenset(actions.REGISTRY)
 
 
+def _user(body: dict) -> str:
+    return body.get("user_id") or (body.get("user") or {}).get("id", "")
+
+
+def _channel(body: dict) -> str:
+    return body.get("channel_id") or (body.get("channel") or {}).get("id", "")
+
+
+class ContextCopyingExecutor(ThreadPoolExecutor):
+    """Runs listeners with the log context the middleware bound for their request."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+class SettledAck(Ack):
+    """An ack that stays given. Bolt clears a listener's ack when the listener fails after acking, and
+    then answers Slack 404 although the user was answered: once acked, a request stays acked."""
+
+    @property
+    def response(self) -> BoltResponse | None:
+        return self.__dict__.get("_response")
+
+    @response.setter
+    def response(self, value: BoltResponse | None) -> None:
+        if value is not None or self.__dict__.get("_response") is None:
+            self.__dict__["_response"] = value
+
+
+def _json_response(reply: dict) -> BoltResponse:
+    return BoltResponse(status=200, body=json.dumps(reply), headers={"content-type": "application/json; charset=utf-8"})
+
+
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
-    client = client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    slack = Slack(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url))
     app = App(
-        client=client,
+        client=slack.client,
         signing_secret=settings.slack_signing_secret,
         # Socket Mode requests come over an authenticated websocket, not signed HTTP.
         request_verification_enabled=not settings.socket_mode,
+        listener_executor=ContextCopyingExecutor(max_workers=10),
     )
-    book = book_from_settings(settings, connection, client)
+    book = book_from_settings(settings, connection, approver_group(settings, slack.client))
 
-    @app.command("/ir")
-    def ir(ack, command: dict) -> None:
-        ack(**handle_ir(settings, connection, book, command))
+    @app.use
+    def start_request(body: dict, context, next) -> None:  # noqa: A002 (Bolt's name)
+        """Every request starts with a clean log context and its own ID (a button's: the request it is about),
+        and an ack that a later failure can't take back."""
+        context["ack"] = SettledAck()
+        structlog.contextvars.clear_contextvars()
+        clicked = (body.get("actions") or [{}])[0].get("value", "")
+        context["request_id"] = clicked if re.fullmatch(r"[0-9a-f]{12}", clicked or "") else uuid.uuid4().hex[:12]
+        structlog.contextvars.bind_contextvars(request_id=context["request_id"])
+        next()
+
+    def responders_only(body: dict, next) -> BoltResponse | None:  # noqa: A002
+        """Only IR_RESPONDERS get past; anyone may ask for help. The refusal is audited, and is the request's answer."""
+        user_id, channel_id = _user(body), _channel(body)
+        text = body.get("text") or ""
+        if user_id in settings.responders or ("command" in body and text.split()[:1] == ["help"]):
+            next()
+            return None
+        log.warning("refused: not a responder", user=user_id, channel=channel_id)
+        try:
+            book.audit.append(incident=channel_id, actor=user_id, action="request.refused", target=text[:100],
+                              params={"why": "not a responder"}, outcome="refused")
+        except RedisError as exc:
+            log.error("audit unreachable", error=type(exc).__name__)
+        refusal = views.not_a_responder(user_id)
+        if "command" in body:
+            return _json_response(refusal)
+        slack.tell(channel_id, user_id, refusal["text"])
+        return BoltResponse(status=200, body="")
+
+    @app.error
+    def on_error(error: Exception, body: dict, response) -> BoltResponse | None:
+        """Redis unreachable: a sentence, HTTP 200, nothing changed. Anything else stays a logged 500."""
+        if not isinstance(error, RedisError):
+            log.error("listener failed", error=type(error).__name__)
+            return None
+        log.error("queue unreachable", error=type(error).__name__)
+        reply = views.queue_unavailable()
+        if response is None:  # acknowledged already (a button): say it privately
+            slack.tell(_channel(body), _user(body), reply["text"])
+            return None
+        return _json_response(reply)
+
+    @app.command("/ir", middleware=[responders_only])
+    def ir(ack, command: dict, context) -> None:
+        ack(**handle_ir(settings, connection, book, command, context["request_id"]))
 
     for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
-        app.action(action_id)(_button(book, connection, client, verb))
+        app.action(action_id)(_button(book, connection, slack, verb))
 
-    @app.action("ir_declare_finding")
+    @app.action("ir_declare_finding", middleware=[responders_only])
     def declare_from_finding(ack, body: dict) -> None:
         """Declare an incident from a finding card: its title and severity, by whoever clicked."""
         ack()
-        action = (body.get("actions") or [{}])[0]
-        user_id = body.get("user", {}).get("id", "")
-        channel_id = (body.get("channel") or {}).get("id", "")
         try:
-            asked = json.loads(action.get("value") or "{}")
+            asked = json.loads((body.get("actions") or [{}])[0].get("value") or "{}")
         except ValueError:
             return
-        if user_id not in settings.responders:
-            _tell(client, channel_id, user_id, views.not_a_responder(user_id)["text"])
-            return
         new_id = IncidentBook(connection).new_id()
-        Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER).enqueue(
-            "workers.incidents.declare_incident",
-            {"id": new_id, "title": str(asked.get("title", "finding"))[:80], "severity": asked.get("severity"), "user_id": user_id,
-             "channel_id": channel_id, "finding": asked.get("finding", "")}, job_id=f"declare-{new_id}")
+        enqueue_incident_job(connection, "declare_incident", {
+            "id": new_id, "title": str(asked.get("title", "finding"))[:80], "severity": asked.get("severity"), "user_id": _user(body),
+            "channel_id": _channel(body), "finding": asked.get("finding", "")}, job_id=f"declare-{new_id}")
 
-    @app.action(re.compile(r"^ir_request_"))
-    def from_card(ack, body: dict) -> None:
+    @app.action(re.compile(r"^ir_request_"), middleware=[responders_only])
+    def from_card(ack, body: dict, context) -> None:
         """A button on a finding card: the same request as typing the command, by whoever clicked."""
         ack()
-        action = (body.get("actions") or [{}])[0]
         try:
-            asked = json.loads(action.get("value") or "{}")
+            asked = json.loads((body.get("actions") or [{}])[0].get("value") or "{}")
             text = f"{asked['command']} {asked['target']}" + (f" --region {asked['region']}" if asked.get("region") else "")
         except (ValueError, KeyError, TypeError):
             return
-        user_id = body.get("user", {}).get("id", "")
-        channel_id = (body.get("channel") or {}).get("id", "")
+        user_id, channel_id = _user(body), _channel(body)
         reply = handle_ir(settings, connection, book, {"user_id": user_id, "channel_id": channel_id, "text": text,
                                                        "team_id": (body.get("team") or {}).get("id", ""),
-                                                       "response_url": body.get("response_url", "")})
+                                                       "response_url": body.get("response_url", "")}, uuid.uuid4().hex[:12])
         if reply.get("response_type") == "in_channel":
-            _say(client, channel_id, reply["text"])
+            slack.say(channel_id, reply["text"])
         else:
-            _tell(client, channel_id, user_id, reply["text"])
+            slack.tell(channel_id, user_id, reply["text"])
 
     return app
 
 
-def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict) -> dict:
-    """The reply to one /ir; queues the work when the command is valid and allowed."""
-    request_id = uuid.uuid4().hex[:12]
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict, request_id: str) -> dict:
+    """The reply to one /ir from a responder; queues the work when the command is valid and allowed.
+    A RedisError goes up to the app's error handler."""
     user_id = payload.get("user_id", "")
     channel_id = payload.get("channel_id", "")
-    text = payload.get("text") or ""
-    words = text.split()
-
-    if words[:1] != ["help"] and user_id not in settings.responders:
-        log.warning("refused: not a responder", user=user_id, channel=channel_id)
-        _audit_safely(book.audit, incident=channel_id, actor=user_id, action="request.refused", target=text[:100], params={"why": "not a responder"}, outcome="refused")
-        return views.not_a_responder(user_id)
     try:
-        command = parse(text)
+        command = parse(payload.get("text") or "")
     except UsageError as exc:
         log.info("refused: usage error", user=user_id, reason=str(exc))
         return views.ephemeral(str(exc))
@@ -124,12 +190,9 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
     if command.name not in available_commands():
         return views.not_available(command)
     incidents = IncidentBook(connection)
-    try:
-        declared = incidents.for_channel(channel_id)
-    except RedisError:
-        return views.queue_unavailable()
+    declared = incidents.for_channel(channel_id)
     incident_id = declared.id if declared else channel_id
-    if command.name in ("audit", "status", "declare", "close", "report"):
+    if command.name in INCIDENT_COMMANDS:
         return _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id)
 
     options = dict(command.options)
@@ -149,19 +212,15 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
         incident=incident_id,
     )
     gated = actions.get(command.name).risk is Risk.CHANGE and not command.options.get("dry_run")
-    try:
-        if gated:
-            decision = book.open(request)
-            if not decision.ok:
-                return views.ephemeral(decision.reason)
-            job_id = enqueue_gated(connection, request.id)
-        else:
-            book.audit.append(incident=request.incident, actor=user_id, action="request.queued", target=" ".join(request.targets),
-                              params={"request": request.id, "command": request.command, "options": request.options}, outcome="queued")
-            job_id = enqueue(connection, request)
-    except RedisError as exc:
-        log.error("queue unreachable", error=type(exc).__name__)
-        return views.queue_unavailable()
+    if gated:
+        decision = book.open(request)
+        if not decision.ok:
+            return views.ephemeral(decision.reason)
+        job_id = enqueue_gated(connection, request.id)
+    else:
+        book.audit.append(incident=request.incident, actor=user_id, action="request.queued", target=" ".join(request.targets),
+                          params={"request": request.id, "command": request.command, "options": request.options}, outcome="queued")
+        job_id = enqueue(connection, request)
     log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
     return views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
 
@@ -169,108 +228,61 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
 def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:
     """declare, status, close, report and audit: about the incident this channel is."""
     user_id, channel_id = payload.get("user_id", ""), payload.get("channel_id", "")
-    queue = Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
-    try:
-        if command.name == "audit":
-            return _audit_reply(book.audit, incident_id)
-        if command.name == "status":
-            subject = declared or Incident(id=incident_id, title=f"incident of this channel ({incident_id})", severity="-", commander=user_id)
-            text, _ = messages.incident_card(subject, summarise(book.audit.for_incident(incident_id)), book.audit.head())
-            return {"response_type": "in_channel", "text": text}
-        if command.name == "declare":
-            new_id = incidents.new_id()
-            queue.enqueue("workers.incidents.declare_incident", {"id": new_id, "title": command.targets[0], "severity": command.options.get("severity"),
-                                                                  "user_id": user_id, "channel_id": channel_id}, job_id=f"declare-{new_id}")
-            return {"response_type": "in_channel",
-                    "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}
-        if declared is None:
-            return views.ephemeral(f"This channel is not a declared incident's channel, so there is nothing to {command.name} here. "
-                                   "`/ir declare <title>` makes one.")
-        if command.name == "close":
-            if declared.status == "closed":
-                return views.ephemeral(f"{declared.id} is closed already.")
-            queue.enqueue("workers.incidents.close_incident", {"incident": declared.id, "user_id": user_id, "summary": command.options.get("summary", "")})
-            return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}
-        request = CommandRequest(id=request_id, command="report", targets=(), options={}, user_id=user_id, channel_id=channel_id,
-                                 incident=declared.id, response_url=payload.get("response_url", ""))
-        queue.enqueue("workers.incidents.build_report", request.to_dict(), job_id=f"report-{request_id}")
-        return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}
-    except RedisError:
-        return views.queue_unavailable()
+    if command.name == "audit":
+        return _audit_reply(book.audit, incident_id)
+    if command.name == "status":
+        subject = declared or Incident(id=incident_id, title=f"incident of this channel ({incident_id})", severity="-", commander=user_id)
+        text, _ = messages.incident_card(subject, summarise(book.audit.for_incident(incident_id)), book.audit.head())
+        return {"response_type": "in_channel", "text": text}
+    if command.name == "declare":
+        new_id = incidents.new_id()
+        enqueue_incident_job(connection, "declare_incident", {"id": new_id, "title": command.targets[0], "severity": command.options.get("severity"),
+                                                              "user_id": user_id, "channel_id": channel_id}, job_id=f"declare-{new_id}")
+        return {"response_type": "in_channel",
+                "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}
+    if declared is None:
+        return views.ephemeral(f"This channel is not a declared incident's channel, so there is nothing to {command.name} here. "
+                               "`/ir declare <title>` makes one.")
+    if command.name == "close":
+        if declared.status == "closed":
+            return views.ephemeral(f"{declared.id} is closed already.")
+        enqueue_incident_job(connection, "close_incident", {"incident": declared.id, "user_id": user_id, "summary": command.options.get("summary", "")},
+                             job_id=f"close-{request_id}")
+        return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}
+    request = CommandRequest(id=request_id, command="report", targets=(), options={}, user_id=user_id, channel_id=channel_id,
+                             incident=declared.id, response_url=payload.get("response_url", ""))
+    enqueue_incident_job(connection, "build_report", request.to_dict(), job_id=f"report-{request_id}")
+    return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}
 
 
 def _audit_reply(audit: AuditTrail, incident: str) -> dict:
-    try:
-        records = audit.for_incident(incident)
-        text = messages.audit_trail(incident, records, audit.head(), audit.sealed_up_to())
-    except RedisError:
-        return views.queue_unavailable()
-    return {"response_type": "in_channel", "text": text}
+    records = audit.for_incident(incident)
+    return {"response_type": "in_channel", "text": messages.audit_trail(incident, records, audit.head(), audit.sealed_up_to())}
 
 
-def _audit_safely(audit: AuditTrail, **record) -> None:
-    try:
-        audit.append(**record)
-    except RedisError as exc:
-        log.error("audit unreachable", error=type(exc).__name__)
-
-
-def _button(book: ApprovalBook, connection: Redis, client: WebClient, verb: str):
+def _button(book: ApprovalBook, connection: Redis, slack: Slack, verb: str):
     """A listener for Approve, Deny or Cancel. Acks at once; the approval book decides."""
 
     def listener(ack, body: dict) -> None:
         ack()
-        user_id = body.get("user", {}).get("id", "")
-        channel_id = (body.get("channel") or {}).get("id", "")
+        user_id, channel_id = _user(body), _channel(body)
         request_id = (body.get("actions") or [{}])[0].get("value", "")
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        try:
-            decision = getattr(book, verb)(request_id, user_id)
-        except RedisError as exc:
-            log.error("approval book unreachable", error=type(exc).__name__)
-            _tell(client, channel_id, user_id, "irbot could not reach its state store (Redis); nothing was decided. Try again in a moment.")
-            return
+        decision = getattr(book, verb)(request_id, user_id)
         log.info("button", verb=verb, user=user_id, ok=decision.ok, state=decision.state)
         if not decision.ok:
-            _tell(client, channel_id, user_id, decision.reason)
+            slack.tell(channel_id, user_id, decision.reason)
             if decision.request is not None and decision.request.state == EXPIRED:
-                _redraw(client, decision.request)  # it turned out to have expired: show it
+                cards.redraw_request(slack, decision.request, post_if_missing=False)  # it turned out to have expired: show it
             return
-        _redraw(client, decision.request)
+        cards.redraw_request(slack, decision.request, post_if_missing=False)
         if decision.state == APPROVED:
             try:
                 enqueue_execution(connection, request_id)
             except RedisError as exc:
                 log.error("approved but not queued", error=type(exc).__name__)
-                _tell(client, channel_id, user_id, f"Request {request_id} is approved, but irbot could not queue it (Redis). "
-                      "Tell whoever runs irbot; the request is recorded as approved.")
-        if decision.request.request.incident.startswith("IR-"):
-            redraw_card(client, connection, decision.request.request.incident)
+                slack.tell(channel_id, user_id, f"Request {request_id} is approved, but irbot could not queue it (Redis). "
+                           "Tell whoever runs irbot; the request is recorded as approved.")
+        cards.redraw_incident(slack, connection, decision.request.request.incident)
 
     listener.__name__ = f"on_{verb}"
     return listener
-
-
-def _say(client: WebClient, channel_id: str, text: str) -> None:
-    try:
-        client.chat_postMessage(channel=channel_id, text=text)
-    except SlackApiError as exc:
-        log.error("channel reply failed", slack_error=exc.response.get("error", ""))
-
-
-def _tell(client: WebClient, channel_id: str, user_id: str, text: str) -> None:
-    try:
-        client.chat_postEphemeral(channel=channel_id, user=user_id, text=text)
-    except SlackApiError as exc:
-        log.error("ephemeral reply failed", slack_error=exc.response.get("error", ""))
-
-
-def _redraw(client: WebClient, pending) -> None:
-    if not pending.message_ts:
-        return
-    text, blocks = messages.approval_card(pending)
-    try:
-        client.chat_update(channel=pending.request.channel_id, ts=pending.message_ts, text=text, blocks=blocks)
-    except SlackApiError as exc:
-        log.error("card update failed", slack_error=exc.response.get("error", ""))

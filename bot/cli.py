@@ -9,7 +9,7 @@ import socket
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-from workers.settings import VARIABLES, ConfigError, Settings, load
+from core.settings import VARIABLES, ConfigError, Settings, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
     export.set_defaults(run=run_audit_export)
     audit.set_defaults(run=lambda args: audit.print_help() or 2)
-    policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs")
+    policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)")
     policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET", "EVIDENCE-BUCKET"), help="the evidence bucket (default $IR_EVIDENCE_BUCKET)")
+    which = policy.add_mutually_exclusive_group()
+    which.add_argument("--process", choices=("worker", "findings", "audit"), help="only what this process calls")
+    which.add_argument("--action", metavar="NAME", help="only what this action calls (an /ir command)")
     policy.set_defaults(run=run_iam_policy)
     return parser
 
@@ -77,7 +80,7 @@ def redacted_url(url: str) -> str:
 def _redis(settings: Settings, *, blocking: bool):
     from redis.exceptions import RedisError
 
-    from workers.queues import connect
+    from core.queues import connect
 
     connection = connect(settings.redis_url, blocking=blocking)
     try:
@@ -92,7 +95,7 @@ def run_serve(args) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import create_app
-    from workers import logs
+    from core import logs
 
     settings = load(os.environ, "serve")
     logs.configure(settings.secrets(), level=settings.log_level)
@@ -130,8 +133,8 @@ def _slack_reason(exc: Exception) -> str:
 def run_worker(args) -> int:
     from rq import Worker
 
-    from workers import logs
-    from workers.queues import SERIALIZER, queues
+    from core import logs
+    from core.queues import SERIALIZER, queues
 
     settings = load(os.environ, "worker")
     logs.configure(settings.secrets(), level=settings.log_level)
@@ -157,14 +160,15 @@ def run_findings(args) -> int:
     import boto3
 
     from actions import aws
-    from workers import logs
-    from workers.findings import FindingsConsumer
-    from workers.report import slack_client
+    from core import logs
+    from chat.slack import Slack
+    from findings.consumer import FINDINGS, FindingsConsumer
 
     settings = load(os.environ, "findings")
     logs.configure(settings.secrets(), level=settings.log_level)
     region = settings.findings_queue_url.split(".")[1] if ".amazonaws.com" in settings.findings_queue_url else settings.aws_region
-    consumer = FindingsConsumer(aws.client(boto3.Session(), "sqs", region or "us-east-1"), settings.findings_queue_url, slack_client(settings),
+    sqs = aws.client(boto3.Session(), "sqs", region or "us-east-1", declared=FINDINGS)
+    consumer = FindingsConsumer(sqs, settings.findings_queue_url, Slack.from_settings(settings),
                                 _redis(settings, blocking=True), settings.alerts_channel, settings.findings_min_severity)
     logs.get_logger("irbot.findings").info("consuming findings", queue=settings.findings_queue_url, minimum=settings.findings_min_severity)
     if args.once:
@@ -180,7 +184,7 @@ def run_audit_verify(args) -> int:
 
     from actions import aws
     from actions.errors import ActionError
-    from workers.audit import AuditTrail, load_batches, verify
+    from core.audit import AUDIT_VERIFY, AuditTrail, load_batches, verify
 
     settings = load(os.environ, "audit")
     if not settings.redis_url:
@@ -189,7 +193,8 @@ def run_audit_verify(args) -> int:
     batches, problems = [], []
     if settings.evidence_bucket:
         try:
-            batches, problems = load_batches(aws.client(boto3.Session(), "s3", settings.aws_region), settings.evidence_bucket)
+            s3 = aws.client(boto3.Session(), "s3", settings.aws_region, declared=AUDIT_VERIFY)
+            batches, problems = load_batches(s3, settings.evidence_bucket)
         except ActionError as exc:
             print(f"irbot: could not read the sealed batches: {exc}", file=sys.stderr)
             return 2
@@ -206,7 +211,7 @@ def run_audit_verify(args) -> int:
 
 
 def run_audit_export(args) -> int:
-    from workers.audit import AuditTrail
+    from core.audit import AuditTrail
 
     settings = load(os.environ, "audit")
     if not settings.redis_url:
@@ -223,22 +228,9 @@ def run_audit_export(args) -> int:
 
 
 def run_iam_policy(args) -> int:
-    from actions.registry import permissions
-    from workers.evidence import EVIDENCE_PERMISSIONS
+    from bot.policies import policy_document
 
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "IrbotActions", "Effect": "Allow", "Action": permissions(), "Resource": "*"},
-            {
-                "Sid": "IrbotEvidence",
-                "Effect": "Allow",
-                "Action": sorted(EVIDENCE_PERMISSIONS),
-                "Resource": [f"arn:aws:s3:::{args.bucket}", f"arn:aws:s3:::{args.bucket}/*"],
-            },
-        ],
-    }
-    print(json.dumps(policy, indent=2))
+    print(json.dumps(policy_document(args.bucket, process=args.process, action=args.action), indent=2))
     return 0
 
 

@@ -38,10 +38,11 @@ def run(out=None) -> int:
     from rq import SimpleWorker
 
     from bot.app import create_app
-    from bot.fake_slack import FakeSlack
-    from workers import jobs, logs
-    from workers.queues import SERIALIZER, queues
-    from workers.settings import load
+    from standins.fake_slack import FakeSlack
+    from workers import running
+    from core import logs
+    from core.queues import SERIALIZER, queues
+    from core.settings import load
 
     slack = FakeSlack(DEMO_TOKEN).start()
     workdir = tempfile.TemporaryDirectory(prefix="irbot-demo-")
@@ -70,7 +71,7 @@ def run(out=None) -> int:
     try:
         with mock_aws():
             instance, leaked_key, launched = _seed_account()
-            jobs.EVENT_SOURCE = SimulatedCloudTrail(leaked_key, launched)
+            running.EVENT_SOURCE = SimulatedCloudTrail(leaked_key, launched)
             today = time.strftime("%Y-%m-%d", time.gmtime())
             connection = fakeredis.FakeRedis()
             app = create_app(settings, connection)
@@ -122,7 +123,7 @@ def run(out=None) -> int:
 
 def _start_sshd(workdir: Path):
     """A loopback sshd for the memory scene, or (None, why there is none)."""
-    from bot.local_sshd import SshServer, find_sshd
+    from standins.local_sshd import SshServer, find_sshd
 
     binary = find_sshd()
     if not binary or not shutil.which("ssh-keygen"):
@@ -228,15 +229,15 @@ class Scene:
 
         import boto3
 
-        from workers.findings import FindingsConsumer
-        from workers.report import slack_client
-        from workers.settings import load
+        from chat.slack import Slack
+        from core.settings import load
+        from findings.consumer import FindingsConsumer
 
         sqs = boto3.client("sqs", region_name=REGION)
         queue = sqs.create_queue(QueueName="irbot-findings")["QueueUrl"]
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
         print(f"[{self.clock}] (EventBridge delivers a GuardDuty finding to the SQS queue `irbot findings` reads)", file=self.out)
-        FindingsConsumer(sqs, queue, slack_client(load(os.environ)), connection, ALERTS).poll_once()
+        FindingsConsumer(sqs, queue, Slack.from_settings(load(os.environ)), connection, ALERTS).poll_once()
         self._settle()
 
     def button_value(self, action_id: str) -> str:
@@ -341,7 +342,7 @@ class Scene:
     def verify_audit(self, connection) -> None:
         import boto3
 
-        from workers.audit import AuditTrail, load_batches, verify
+        from core.audit import AuditTrail, load_batches, verify
 
         trail = AuditTrail(connection)
         batches, problems = load_batches(boto3.client("s3", region_name=REGION), BUCKET)

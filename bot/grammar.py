@@ -10,6 +10,9 @@ from functools import lru_cache
 
 import botocore.session
 
+import actions
+from actions.registry import TARGETS, Option
+
 MAX_LENGTH = 1000
 
 INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -27,25 +30,10 @@ class UsageError(Exception):
 
 
 @dataclass(frozen=True)
-class Option:
-    name: str  # as typed, e.g. "--region"
-    takes: str | None = None  # the value's placeholder, None for a flag
-    rest: bool = False  # the value is the rest of the line (free text)
-
-    @property
-    def key(self) -> str:
-        return self.name.lstrip("-").replace("-", "_")
-
-
-REGION = Option("--region", "R")
-DRY_RUN = Option("--dry-run")
-
-
-@dataclass(frozen=True)
 class Spec:
     name: str
     summary: str
-    target: str | None = None  # "instance", "access-key", "memory-target"
+    target: str | None = None  # "instance", "access-key", "memory-target", "title"
     many: bool = False
     options: tuple[Option, ...] = ()
 
@@ -58,30 +46,27 @@ class Spec:
         return " ".join(parts)
 
 
-TARGET_WORDS = {"instance": "instance-id", "access-key": "access-key-id", "memory-target": "target", "title": "title"}
+TARGET_WORDS = {kind: word for kind, (word, _) in TARGETS.items()} | {"title": "title"}
+TARGET_EXAMPLES = {kind: example for kind, (_, example) in TARGETS.items()} | {"title": "Crypto miner on web-1"}
 SEVERITIES = ("low", "medium", "high", "critical")
-TARGET_EXAMPLES = {"instance": "i-0123456789abcdef0", "access-key": "AKIAIOSFODNN7EXAMPLE", "memory-target": "i-0123456789abcdef0 or ec2-user@10.0.1.5:22",
-                   "title": "Crypto miner on web-1"}
 
+
+def _action_spec(action: actions.ActionSpec) -> Spec:
+    return Spec(action.name, action.summary[:1].lower() + action.summary[1:].rstrip("."), action.target, action.many, action.options)
+
+
+# The bot's own commands, about the incident rather than AWS; every AWS command comes from the registry.
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in (
         Spec("help", "list the commands"),
-        Spec("collect", "save an instance's metadata and console output as evidence", "instance", options=(REGION,)),
-        Spec("isolate", "quarantine an instance: protect it, take it out of service, cut its network and credentials", "instance", options=(REGION, DRY_RUN)),
-        Spec("release", "undo an isolation, restoring what was recorded", "instance", options=(REGION, DRY_RUN)),
-        Spec("snapshot", "snapshot every volume of an instance", "instance", options=(REGION, Option("--copy-to-kms", "KEY"))),
-        Spec("stop", "stop an instance", "instance", options=(REGION, DRY_RUN)),
-        Spec("compromise", "the whole playbook: collect, isolate, snapshot, memory, and stop with --stop", "instance", options=(REGION, DRY_RUN, Option("--stop"))),
-        Spec("revoke-key", "deactivate an access key and quarantine its user", "access-key", options=(REGION, DRY_RUN, Option("--delete"))),
-        Spec("hunt-key", "find what an access key did and made, in every region", "access-key", options=(REGION, Option("--since", "YYYY-MM-DD"))),
-        Spec("memory", "capture memory over SSH from one or more hosts", "memory-target", many=True, options=(REGION, DRY_RUN, Option("--public"))),
+        *(_action_spec(a) for a in actions.REGISTRY.values()),
         Spec("declare", "declare an incident: its own channel, with a pinned card that keeps itself up to date", "title",
-             options=(Option("--severity", "low|medium|high|critical"),)),
+             options=(Option("--severity", "low|medium|high|critical", "severity"),)),
         Spec("status", "show this incident's card"),
         Spec("audit", "show this incident's audit trail"),
         Spec("report", "build the incident report (timeline, actions, evidence, approvals) and upload it here"),
-        Spec("close", "close this incident", options=(Option("--summary", "TEXT", rest=True),)),
+        Spec("close", "close this incident", options=(Option("--summary", "TEXT", "text", rest=True),)),
     )
 }
 
@@ -195,14 +180,14 @@ def _target(spec: Spec, word: str) -> str:
 
 
 def _option_value(option: Option, value: str) -> str:
-    if option.name == "--region":
+    if option.kind == "region":
         region = value.lower()
         if region not in known_regions():
             close = sorted(difflib.get_close_matches(region, known_regions(), n=2, cutoff=0.75))
             hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
             raise UsageError(f"`{_show(value)}` is not an AWS region.{hint} Write it like `--region us-east-1`.")
         return region
-    if option.name == "--since":
+    if option.kind == "date":
         try:
             day = date.fromisoformat(value)
         except ValueError:
@@ -210,13 +195,13 @@ def _option_value(option: Option, value: str) -> str:
         if day > datetime.now(timezone.utc).date():
             raise UsageError(f"`--since {day}` is in the future: give the day the key may have leaked.")
         return day.isoformat()
-    if option.name == "--severity":
+    if option.kind == "severity":
         if value.lower() not in SEVERITIES:
             raise UsageError(f"`{_show(value)}` is not a severity: use one of {', '.join(SEVERITIES)}, e.g. `--severity high`.")
         return value.lower()
-    if option.name == "--summary":
+    if option.kind == "text":
         return value.strip()[:2000]
-    if option.name == "--copy-to-kms":
+    if option.kind == "kms-key":
         if not re.match(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36})$", value):
             raise UsageError(f"`{_show(value)}` is not a KMS key: give a key ID, a key ARN or `alias/NAME`.")
         return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import actions
 from bot.grammar import Command, help_text
 
 
@@ -27,7 +28,7 @@ def awaiting_approval(command: Command, user_id: str, request_id: str) -> dict:
     targets = " ".join(command.targets)
     return {
         "response_type": "in_channel",
-        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it {'runs code on a host' if command.name == 'memory' else 'changes AWS'}, "
+        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it {'runs code on a host' if actions.get(command.name).target == 'memory-target' else 'changes AWS'}, "
         "so it needs approval by someone else. "
         f"The plan and the Approve / Deny buttons follow here (request `{request_id}`).",
     }

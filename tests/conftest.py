@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 
 import pytest
 import redis
 
-from bot.fake_slack import FakeSlack
+from actions.aws import CHECK_VARIABLE
+from standins.fake_slack import FakeSlack
 from tests.helpers import BOT_TOKEN, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER, free_port, irbot_variables, make_world
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- the permission contract -----------------------------------------------------------------
+# Every AWS client irbot makes checks each call against its caller's declaration (actions.aws);
+# the whole suite, irbot's own processes included, notes undeclared calls in one file, and any
+# line there fails the run.
+
+
+def pytest_configure(config):
+    if not os.environ.get(CHECK_VARIABLE):
+        fd, path = tempfile.mkstemp(prefix="irbot-undeclared-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[CHECK_VARIABLE] = path  # inherited by xdist's workers and by every irbot process a test starts
+        config.irbot_check_file = path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = getattr(session.config, "irbot_check_file", None)
+    if not path:
+        return
+    lines = sorted(set(open(path, encoding="utf-8").read().splitlines()))
+    os.unlink(path)
+    if lines:
+        report = "\n".join(f"  {json.loads(line)['who']} called {json.loads(line)['call']}" for line in lines)
+        session.config.get_terminal_writer().line(f"\nUndeclared AWS calls (add them to the caller's permissions):\n{report}", red=True)
+        session.exitstatus = 1
 
 
 def need_binary(name: str) -> str:
@@ -136,9 +165,26 @@ def start_irbot(moto_endpoint, redis_url, slack, tmp_path):
         processes.stop()
 
 
+@pytest.fixture
+def run_irbot(moto_endpoint, redis_url, slack, monkeypatch):
+    """Like start_irbot, with the bot and the worker inside the test process (see InProcessIrbot)."""
+    from tests.processes import InProcessIrbot, irbot_environment
+
+    started = []
+
+    def start(**overrides):
+        env = irbot_environment(moto_endpoint, redis_url, slack, IR_RESPONDERS=f"{RESPONDER},{SECOND_RESPONDER},{THIRD_RESPONDER}", **overrides)
+        started.append(InProcessIrbot(env, monkeypatch))
+        return started[-1]
+
+    yield start
+    for irbot in started:
+        irbot.stop()
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    from bot.local_sshd import SshServer
+    from standins.local_sshd import SshServer
 
     binary = need_binary("sshd")
     need_binary("ssh-keygen")

@@ -10,6 +10,9 @@ from urllib.parse import urlencode
 
 import boto3
 
+import actions
+from actions import aws
+
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-1234567890-0987654321-TESTTOKENabcdefghijklmn"
 RESPONDER = "U0ALICE01"
@@ -73,6 +76,18 @@ def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | 
     }
 
 
+_IMAGES: dict[str, str] = {}
+
+
+def amazon_image(ec2) -> str:
+    """An Amazon AMI of the client's region, looked up once per test session: moto's image list is
+    slow to read and the same after every reset."""
+    region = ec2.meta.region_name
+    if region not in _IMAGES:
+        _IMAGES[region] = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return _IMAGES[region]
+
+
 def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence", object_lock: bool = True) -> dict:
     """A VPC with a running instance (two volumes, an instance profile) and an evidence bucket."""
     session = boto3.Session(region_name=region)
@@ -94,7 +109,7 @@ def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence",
     iam.attach_role_policy(RoleName=f"web-role-{region}", PolicyArn=policy)
     profile = iam.create_instance_profile(InstanceProfileName=f"web-profile-{region}")["InstanceProfile"]
     iam.add_role_to_instance_profile(InstanceProfileName=f"web-profile-{region}", RoleName=f"web-role-{region}")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = amazon_image(ec2)
     instance = ec2.run_instances(
         ImageId=image,
         InstanceType="t3.micro",
@@ -139,7 +154,7 @@ def make_containment_world(region: str = "us-east-1") -> dict:
     iam.create_role(RoleName="web-app", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
     profile = iam.create_instance_profile(InstanceProfileName="web-app")["InstanceProfile"]
     iam.add_role_to_instance_profile(InstanceProfileName="web-app", RoleName="web-app")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = amazon_image(ec2)
     ec2.create_launch_template(LaunchTemplateName="web-template", LaunchTemplateData={
         "ImageId": image, "InstanceType": "t3.micro", "SecurityGroupIds": [web],
         "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}, {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}]})
@@ -157,3 +172,8 @@ def make_containment_world(region: str = "us-east-1") -> dict:
     s3.create_bucket(Bucket="ir-evidence", ObjectLockEnabledForBucket=True)
     return {"session": session, "vpc": vpc, "subnet": subnet, "web_group": web, "instance": instance, "target_group": target_group,
             "profile": profile["Arn"], "user": "deploy-bot", "keys": keys, "region": region}
+
+
+def session_of(action: str) -> boto3.Session:
+    """A session under the named action's declared permissions, as a worker gives it."""
+    return aws.declare(boto3.Session(), actions.get(action).declaration)

@@ -88,6 +88,10 @@ class Irbot:
         assert status == 200 and elapsed < 3
         return body, headers
 
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until every queued job has run: what a request was going to do is done."""
+        settle(self.env["REDIS_URL"], timeout)
+
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.logs.values())
 
@@ -101,6 +105,23 @@ class Irbot:
                 process.kill()
 
 
+
+
+def settle(redis_url: str, timeout: float = 30) -> None:
+    """Wait until irbot's queues are empty and no job is running, twice in a row."""
+    import redis
+    from rq.registry import StartedJobRegistry
+
+    from core.queues import queues
+
+    connection = redis.Redis.from_url(redis_url)
+    quiet, deadline = 0, time.monotonic() + timeout
+    while quiet < 2:
+        busy = any(q.count or StartedJobRegistry(queue=q).count for q in queues(connection))
+        quiet = 0 if busy else quiet + 1
+        if time.monotonic() > deadline:
+            raise TimeoutError("irbot's queues did not settle")
+        time.sleep(0.1)
 
 
 def block_action(user: str, action_id: str, request_id: str, *, channel: str = "C0INCIDENT") -> str:
@@ -130,3 +151,70 @@ def irbot_environment(moto_endpoint: str, redis_url: str, slack, **overrides: st
     env.update({"AWS_ENDPOINT_URL": moto_endpoint, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
     env.update(overrides)
     return env
+
+
+class InProcessIrbot:
+    """The same bot and jobs as `irbot serve` + `irbot worker`, inside the test process: the real Bolt app
+    behind a real HTTP server on loopback, signed requests, and an RQ worker in a thread draining the
+    queues (scheduled jobs included). For rule tests, where starting two processes would only cost time;
+    the process boundaries themselves are tested by the end-to-end tests that use `Irbot`."""
+
+    def __init__(self, env: dict, monkeypatch):
+        import threading
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        from bot.app import create_app
+        from bot.web import wsgi_app
+        from core.queues import SERIALIZER, connect, queues
+        from core.settings import load
+
+        for name in [k for k in os.environ if k.startswith(("AWS_", "SLACK_", "IR_"))]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        self.env = env
+        settings = load(os.environ, "serve")
+        connection = connect(settings.redis_url)
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = make_server("127.0.0.1", 0, wsgi_app(create_app(settings, connection), connection), server_class=Server, handler_class=Quiet)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self._stop = threading.Event()
+        worker_connection = connect(settings.redis_url, blocking=True)
+        self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
+                        threading.Thread(target=self._work, args=(queues(worker_connection), worker_connection, SERIALIZER), daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, queues, connection, serializer) -> None:
+        from rq import SimpleWorker
+        from rq.timeouts import TimerDeathPenalty
+
+        class ThreadWorker(SimpleWorker):
+            death_penalty_class = TimerDeathPenalty  # SIGALRM is the main thread's alone
+
+            def _install_signal_handlers(self):
+                pass
+
+        while not self._stop.is_set():
+            ThreadWorker(queues, connection=connection, serializer=serializer).work(burst=True, with_scheduler=True, logging_level="ERROR")
+            self._stop.wait(0.05)
+
+    post = Irbot.post
+    command = Irbot.command
+    click = Irbot.click
+    settle = Irbot.settle
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for thread in self.threads:
+            thread.join(30)

@@ -1,19 +1,19 @@
-"""The two-person rule over HTTP: signed commands and button clicks against `irbot serve` and
-`irbot worker`, with the real Redis and moto. Every refusal leaves the instance running."""
+"""The two-person rule over HTTP: signed commands and button clicks against the bot and its worker
+(in this process; the restart test starts the real `irbot serve` and `irbot worker`), with the real
+Redis and moto. Every refusal leaves the instance running."""
 
 from __future__ import annotations
 
 import re
 import threading
-import time
 
 import boto3
 import redis
 
-from bot.fake_slack import FakeSlack
+from standins.fake_slack import FakeSlack
 from tests.helpers import CHANNEL, OUTSIDER, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER
 from tests.processes import Irbot
-from workers.audit import AuditTrail
+from core.audit import AuditTrail
 
 
 def instance_state(instance_id: str) -> str:
@@ -44,42 +44,42 @@ def audit_of(redis_url: str, request_id: str) -> list[dict]:
     return [r for r in AuditTrail(redis.Redis.from_url(redis_url)).records() if r["params"].get("request") == request_id]
 
 
-def test_a_requester_can_never_approve_their_own_request(start_irbot, world, slack, redis_url):
-    irbot = start_irbot(IR_APPROVERS=f"{RESPONDER},{SECOND_RESPONDER}")  # alice is an approver too
+def test_a_requester_can_never_approve_their_own_request(run_irbot, world, slack, redis_url):
+    irbot = run_irbot(IR_APPROVERS=f"{RESPONDER},{SECOND_RESPONDER}")  # alice is an approver too
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: s.ephemerals(RESPONDER))
     assert slack.ephemerals(RESPONDER) == ["You asked for this, so you can't approve it: the two-person rule needs an approver other than the requester."]
-    time.sleep(1)
+    irbot.settle()
     assert "Approval needed" in card_text(slack, ts)
     assert instance_state(world["instance"]) == "running"
     assert [r["action"] for r in audit_of(redis_url, request_id)] == ["request.opened", "request.pending", "approval.refused"]
 
 
-def test_an_approver_outside_the_list_is_refused(start_irbot, world, slack):
-    irbot = start_irbot()
+def test_an_approver_outside_the_list_is_refused(run_irbot, world, slack):
+    irbot = run_irbot()
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(THIRD_RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: s.ephemerals(THIRD_RESPONDER))
     assert "Only irbot's approvers" in slack.ephemerals(THIRD_RESPONDER)[0]
-    time.sleep(1)
+    irbot.settle()
     assert "Approval needed" in card_text(slack, ts) and instance_state(world["instance"]) == "running"
 
 
-def test_a_non_responders_request_is_refused_with_nothing_queued(start_irbot, world, slack, redis_url):
-    irbot = start_irbot()
+def test_a_non_responders_request_is_refused_with_nothing_queued(run_irbot, world, slack, redis_url):
+    irbot = run_irbot()
     jobs = lambda: sum(1 for _ in redis.Redis.from_url(redis_url).scan_iter("rq:job:*"))  # noqa: E731
     requests = lambda: sum(1 for _ in redis.Redis.from_url(redis_url).scan_iter("irbot:request:*"))  # noqa: E731
     before = jobs(), requests()
     status, reply, _ = irbot.command(f"stop {world['instance']}", user=OUTSIDER)
     assert status == 200 and reply["response_type"] == "ephemeral" and "not on irbot's responder list" in reply["text"]
-    time.sleep(1)
+    irbot.settle()
     assert (jobs(), requests()) == before
     assert slack.messages(CHANNEL) == []
 
 
-def test_deny_ends_the_request_for_good(start_irbot, world, slack):
-    irbot = start_irbot()
+def test_deny_ends_the_request_for_good(run_irbot, world, slack):
+    irbot = run_irbot()
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(SECOND_RESPONDER, "ir_deny", request_id)
     text = wait_card(slack, ts, "Denied")
@@ -88,12 +88,12 @@ def test_deny_ends_the_request_for_good(start_irbot, world, slack):
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
     assert slack.ephemerals(SECOND_RESPONDER)[-1].startswith(f"Request {request_id} was denied by <@{SECOND_RESPONDER}>, so it can't be approved.")
-    time.sleep(1)
+    irbot.settle()
     assert instance_state(world["instance"]) == "running"
 
 
-def test_only_the_requester_cancels_and_a_cancelled_request_ends_for_good(start_irbot, world, slack):
-    irbot = start_irbot()
+def test_only_the_requester_cancels_and_a_cancelled_request_ends_for_good(run_irbot, world, slack):
+    irbot = run_irbot()
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(SECOND_RESPONDER, "ir_cancel", request_id)
     slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
@@ -103,25 +103,25 @@ def test_only_the_requester_cancels_and_a_cancelled_request_ends_for_good(start_
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: len(s.ephemerals(SECOND_RESPONDER)) == 2)
     assert "was cancelled" in slack.ephemerals(SECOND_RESPONDER)[-1]
-    time.sleep(1)
+    irbot.settle()
     assert instance_state(world["instance"]) == "running"
 
 
-def test_a_request_nobody_approves_in_time_expires_for_good(start_irbot, world, slack, redis_url):
-    irbot = start_irbot(IR_APPROVAL_EXPIRY_SECONDS="3")
+def test_a_request_nobody_approves_in_time_expires_for_good(run_irbot, world, slack, redis_url):
+    irbot = run_irbot(IR_APPROVAL_EXPIRY_SECONDS="3")
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     text = wait_card(slack, ts, "Expired", timeout=30)  # the worker's scheduler ends it, unasked
     assert "Expired unapproved" in text and not any(b["type"] == "actions" for b in slack.current(CHANNEL, ts)["blocks"])
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
     assert slack.ephemerals(SECOND_RESPONDER)[-1].startswith(f"Request {request_id} expired unapproved")
-    time.sleep(1)
+    irbot.settle()
     assert instance_state(world["instance"]) == "running"
     assert [r["action"] for r in audit_of(redis_url, request_id)][-1] == "request.expired"
 
 
-def test_two_approvers_at_once_and_a_replayed_click_give_exactly_one_execution(start_irbot, world, slack, redis_url):
-    irbot = start_irbot(IR_APPROVERS=f"{SECOND_RESPONDER},{THIRD_RESPONDER}")
+def test_two_approvers_at_once_and_a_replayed_click_give_exactly_one_execution(run_irbot, world, slack, redis_url):
+    irbot = run_irbot(IR_APPROVERS=f"{SECOND_RESPONDER},{THIRD_RESPONDER}")
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     from tests.processes import block_action
     from tests.helpers import signed_headers
@@ -143,15 +143,15 @@ def test_two_approvers_at_once_and_a_replayed_click_give_exactly_one_execution(s
         t.join()
     assert statuses == [200, 200, 200]
     wait_card(slack, ts, "Done")
-    time.sleep(2)  # room for a second execution, if there were one
+    irbot.settle()  # room for a second execution, if there were one
     trail = [r["action"] for r in audit_of(redis_url, request_id)]
     assert trail.count("request.approved") == 1
     assert trail.count("job.started") == 1 and trail.count("step") == 1 and trail.count("job.finished") == 1
     assert instance_state(world["instance"]) in ("stopping", "stopped")
 
 
-def test_a_quorum_of_two_needs_two_distinct_approvers(start_irbot, world, slack):
-    irbot = start_irbot(IR_APPROVERS=f"{SECOND_RESPONDER},{THIRD_RESPONDER}", IR_APPROVAL_QUORUM="2")
+def test_a_quorum_of_two_needs_two_distinct_approvers(run_irbot, world, slack):
+    irbot = run_irbot(IR_APPROVERS=f"{SECOND_RESPONDER},{THIRD_RESPONDER}", IR_APPROVAL_QUORUM="2")
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     assert "Needs 1 more approval" in wait_card(slack, ts, f"Approved so far by <@{SECOND_RESPONDER}>")
@@ -166,7 +166,7 @@ def test_a_quorum_of_two_needs_two_distinct_approvers(start_irbot, world, slack)
 
 
 def test_a_waiting_request_survives_a_restart_of_the_worker_and_the_bot(start_irbot, world, slack):
-    irbot = start_irbot()
+    irbot = start_irbot()  # end to end: the real processes, stopped and started again
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.restart("worker", "serve")
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
@@ -175,8 +175,8 @@ def test_a_waiting_request_survives_a_restart_of_the_worker_and_the_bot(start_ir
     assert instance_state(world["instance"]) in ("stopping", "stopped")
 
 
-def test_a_dry_run_needs_no_approval_and_changes_nothing(start_irbot, world, slack, redis_url):
-    irbot = start_irbot()
+def test_a_dry_run_needs_no_approval_and_changes_nothing(run_irbot, world, slack, redis_url):
+    irbot = run_irbot()
     status, reply, _ = irbot.command(f"stop {world['instance']} --dry-run")
     assert reply["response_type"] == "in_channel" and "queued" in reply["text"]
     [message] = slack.wait_for(lambda s: s.messages(CHANNEL))
@@ -185,10 +185,10 @@ def test_a_dry_run_needs_no_approval_and_changes_nothing(start_irbot, world, sla
     assert instance_state(world["instance"]) == "running"
 
 
-def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_once_approved(start_irbot, world, slack):
+def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_once_approved(run_irbot, world, slack):
     import json as _json
 
-    irbot = start_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
+    irbot = run_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
     value = _json.dumps({"command": "isolate", "target": world["instance"], "region": "us-east-1"})
     irbot.click(RESPONDER, "ir_request_isolate", value)
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
@@ -203,12 +203,12 @@ def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_onc
     assert [g["GroupName"] for g in groups] == [f"irbot-isolation-{world['vpc']}"]
 
 
-def test_a_finding_button_from_a_non_responder_is_refused(start_irbot, world, slack):
+def test_a_finding_button_from_a_non_responder_is_refused(run_irbot, world, slack):
     import json as _json
 
-    irbot = start_irbot()
+    irbot = run_irbot()
     irbot.click(OUTSIDER, "ir_request_isolate", _json.dumps({"command": "isolate", "target": world["instance"], "region": "us-east-1"}))
     slack.wait_for(lambda s: s.ephemerals(OUTSIDER))
     assert "not on irbot's responder list" in slack.ephemerals(OUTSIDER)[0]
-    time.sleep(1)
+    irbot.settle()
     assert not any("Approval needed" in m.get("text", "") for m in slack.messages(CHANNEL))

@@ -13,7 +13,7 @@ import redis
 from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER
 from tests.processes import IRBOT
 from tests.test_approval import ask_to_stop, wait_card
-from workers.audit import LOG, AuditTrail, find_break, record_hash
+from core.audit import LOG, AuditTrail, find_break, record_hash
 
 
 def test_records_chain_each_to_the_one_before_and_many_writers_keep_it_intact(redis_conn):
@@ -59,8 +59,8 @@ def verify(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([IRBOT, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_audit_verify_passes_after_real_work_and_names_the_record_after_tampering(start_irbot, world, slack, redis_url):
-    irbot = start_irbot(IR_APPROVERS=SECOND_RESPONDER)
+def test_audit_verify_passes_after_real_work_and_names_the_record_after_tampering(run_irbot, world, slack, redis_url):
+    irbot = run_irbot(IR_APPROVERS=SECOND_RESPONDER)
     irbot.command(f"collect {world['instance']}")
     slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
@@ -108,8 +108,8 @@ def test_audit_verify_passes_after_real_work_and_names_the_record_after_tamperin
     assert broken.returncode == 1 and "records were removed" in broken.stdout
 
 
-def test_audit_in_the_channel_and_export_show_the_incidents_trail(start_irbot, world, slack, tmp_path):
-    irbot = start_irbot()
+def test_audit_in_the_channel_and_export_show_the_incidents_trail(run_irbot, world, slack, tmp_path):
+    irbot = run_irbot()
     irbot.command(f"collect {world['instance']}")
     slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
     status, reply, elapsed = irbot.command("audit")

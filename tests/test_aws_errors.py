@@ -17,7 +17,7 @@ import pytest
 from actions.errors import explain
 from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world
 from workers.jobs import run_command
-from workers.request import CommandRequest
+from core.request import CommandRequest
 
 EC2_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'

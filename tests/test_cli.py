@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from tests.helpers import BOT_TOKEN, RESPONDER, SIGNING_SECRET
-from workers import logs
+from core import logs
 
 IRBOT = str(Path(sys.executable).with_name("irbot"))
 

@@ -10,10 +10,12 @@ import boto3
 import pytest
 
 from actions.collect import collect, decode_console_output
+from actions.context import RunContext
 from actions.errors import ActionError
-from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world
+from actions.steps import StepLog
+from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world, session_of
 from workers.jobs import run_command
-from workers.request import CommandRequest
+from core.request import CommandRequest
 
 
 def request_for(instance_id: str, **options) -> CommandRequest:
@@ -22,7 +24,7 @@ def request_for(instance_id: str, **options) -> CommandRequest:
 
 def test_collect_gathers_the_instance_its_volumes_groups_interfaces_profile_and_console(aws):
     world = make_world()
-    result = collect(boto3.Session(), world["instance"], "us-east-1")
+    result = collect(session_of("collect"), world["instance"], "us-east-1", context=RunContext(), steps=StepLog())
 
     bodies = {a.name: a.body for a in result.artefacts}
     assert set(bodies) == {"instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt", "user-data.txt"}
@@ -46,7 +48,7 @@ def test_collect_gathers_the_instance_its_volumes_groups_interfaces_profile_and_
 def test_collect_of_a_missing_instance_says_so_in_one_sentence(aws):
     make_world()
     with pytest.raises(ActionError) as raised:
-        collect(boto3.Session(), "i-0123456789abcdef0", "us-east-1")
+        collect(session_of("collect"), "i-0123456789abcdef0", "us-east-1", context=RunContext(), steps=StepLog())
     assert str(raised.value) == (
         "Instance i-0123456789abcdef0 was not found in us-east-1: check the ID, and the region (add --region R)."
     )

@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from actions.isolation import Clients, configuration
-from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, evidence_keys, make_containment_world
-from workers import jobs
-from workers.approvals import ApprovalBook
-from workers.audit import AuditTrail
+from actions.configuration import Clients, configuration
+from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, evidence_keys, amazon_image, make_containment_world, session_of
+from workers import running
+from workers.context import state_record_key
+from core.approvals import ApprovalBook
+from core.audit import AuditTrail
 from workers.jobs import execute_request, prepare_request, run_command
-from workers.request import CommandRequest
+from core.request import CommandRequest
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, s
     ec2 = boto3.client("ec2")
     approved_run(redis_conn, "isolate", world["instance"])
     groups_before = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
-    record_before = redis_conn.get(jobs.isolation_key("us-east-1", world["instance"]))
+    record_before = redis_conn.get(state_record_key("us-east-1", world["instance"]))
     time.sleep(1.1)  # IAM's condition times have whole seconds
 
     outcome, _ = approved_run(redis_conn, "isolate", world["instance"])
@@ -138,12 +139,12 @@ def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, s
     # The older-sessions cutoff moves up to this request (sessions issued since the first would live).
     assert outcomes.pop("revoke-sessions:web-app") == "done"
     assert set(outcomes.values()) <= {"already so", "skipped"}, outcome["steps"]
-    assert redis_conn.get(jobs.isolation_key("us-east-1", world["instance"])) == record_before  # the original state is kept
+    assert redis_conn.get(state_record_key("us-east-1", world["instance"])) == record_before  # the original state is kept
 
 
 def test_release_puts_back_exactly_what_was_recorded(containment, slack, redis_conn):
     world = containment
-    aws = Clients(boto3.Session(), "us-east-1")
+    aws = Clients(session_of("isolate"), "us-east-1")  # configuration() is what isolate reads
     before = configuration(aws, instance(world["instance"]))
     approved_run(redis_conn, "isolate", world["instance"])
 
@@ -242,10 +243,10 @@ def test_hunt_key_finds_instances_the_key_launched_in_two_other_regions(containm
     launched = {}
     for region in ("eu-west-1", "ap-southeast-2"):
         ec2 = attacker.client("ec2", region_name=region)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = amazon_image(ec2)
         launched[region] = ec2.run_instances(ImageId=image, InstanceType="c5.9xlarge", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     trail = FakeCloudTrail(leaked["AccessKeyId"], launched)
-    monkeypatch.setattr(jobs, "EVENT_SOURCE", trail)
+    monkeypatch.setattr(running, "EVENT_SOURCE", trail)
 
     today = datetime.now(timezone.utc).date().isoformat()
     outcome = run_command(request("hunt-key", leaked["AccessKeyId"], since=today).to_dict())

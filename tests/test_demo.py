@@ -27,7 +27,7 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
     assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(us-east-1\) collected for @alice: 8 objects", out)
-    from bot.local_sshd import find_sshd
+    from standins.local_sshd import find_sshd
 
     if find_sshd():
         # The memory scene: one host captured over SSH, verified, into the bucket.

@@ -12,9 +12,9 @@ from slack_sdk import WebClient
 from tests.helpers import BOT_TOKEN
 from tests.processes import IRBOT
 from tests.samples import guardduty, security_hub
-from workers.findings import FindingsConsumer, MalformedFinding, parse
-from workers.report import slack_client
-from workers.settings import load
+from findings.consumer import FindingsConsumer, MalformedFinding, parse
+from chat.slack import Slack
+from core.settings import load
 
 ALERTS = "C0ALERTS01"
 
@@ -35,7 +35,7 @@ def consumer(irbot_env, queues, slack, redis_conn, monkeypatch):
     monkeypatch.setenv("IR_FINDINGS_QUEUE_URL", main)
     monkeypatch.setenv("IR_ALERTS_CHANNEL", ALERTS)
     settings = load(__import__("os").environ, "findings")
-    return FindingsConsumer(sqs, main, slack_client(settings), redis_conn, ALERTS, settings.findings_min_severity)
+    return FindingsConsumer(sqs, main, Slack.from_settings(settings), redis_conn, ALERTS, settings.findings_min_severity)
 
 
 def queued(sqs, url: str) -> int:

@@ -6,11 +6,11 @@ import boto3
 from slack_sdk import WebClient
 
 from tests.helpers import BOT_TOKEN, CHANNEL, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER
-from workers.approvals import ApprovalBook, approvals_key, request_key
-from workers.audit import AuditTrail
-from workers.directory import GroupMembers
+from core.approvals import ApprovalBook, approvals_key, request_key
+from core.audit import AuditTrail
+from chat.directory import GroupMembers
 from workers.jobs import execute_request, run_command
-from workers.request import CommandRequest
+from core.request import CommandRequest
 
 
 def stop_request(instance_id: str, **options) -> CommandRequest:

@@ -8,7 +8,7 @@ import re
 import boto3
 
 from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, THIRD_RESPONDER, evidence_keys
-from workers.audit import AuditTrail
+from core.audit import AuditTrail
 
 
 def declare(irbot, slack, text: str = "Crypto miner on web-1 --severity high") -> dict:
@@ -25,8 +25,8 @@ def card(slack, incident) -> str:
     return slack.current(incident["channel"], incident["card_ts"])["text"]
 
 
-def test_declare_makes_a_private_channel_invites_the_responders_and_pins_the_card(start_irbot, world, slack):
-    irbot = start_irbot()
+def test_declare_makes_a_private_channel_invites_the_responders_and_pins_the_card(run_irbot, world, slack):
+    irbot = run_irbot()
     incident = declare(irbot, slack)
     assert re.fullmatch(r"ir-\d{8}-\d{3}-crypto-miner-on-web-1", incident["name"])
     assert slack.channels[incident["channel"]]["is_private"] is True
@@ -37,8 +37,8 @@ def test_declare_makes_a_private_channel_invites_the_responders_and_pins_the_car
     assert f"in <#{incident['channel']}>" in announced[0]["text"]
 
 
-def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(start_irbot, world, slack, redis_url):
-    irbot = start_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
+def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(run_irbot, world, slack, redis_url):
+    irbot = run_irbot(IR_UNTRACK_PAUSE_SECONDS="0")
     incident = declare(irbot, slack)
     status, reply, _ = irbot.command(f"isolate {world['instance']}", channel=incident["channel"])
     assert "needs approval" in reply["text"]
@@ -63,8 +63,8 @@ def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(start_i
     assert "*Summary*: Contained: web-1 isolated, miner gone." in text
 
 
-def test_the_report_is_uploaded_and_kept_and_its_timeline_is_the_audit_trail(start_irbot, world, slack, redis_url):
-    irbot = start_irbot()
+def test_the_report_is_uploaded_and_kept_and_its_timeline_is_the_audit_trail(run_irbot, world, slack, redis_url):
+    irbot = run_irbot()
     incident = declare(irbot, slack)
     irbot.command(f"collect {world['instance']}", channel=incident["channel"])
     slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(incident["channel"])))
@@ -87,8 +87,8 @@ def test_the_report_is_uploaded_and_kept_and_its_timeline_is_the_audit_trail(sta
     assert boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read().decode() == report
 
 
-def test_an_incident_is_declared_from_a_finding_cards_button(start_irbot, world, slack):
-    irbot = start_irbot()
+def test_an_incident_is_declared_from_a_finding_cards_button(run_irbot, world, slack):
+    irbot = run_irbot()
     value = json.dumps({"title": "EC2 instance is querying a Bitcoin domain", "severity": "high", "finding": "16afba5c"})
     irbot.click(RESPONDER, "ir_declare_finding", value, channel="C0ALERTS01")
     slack.wait_for(lambda s: s.calls_to("pins.add"))

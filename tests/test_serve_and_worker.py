@@ -16,7 +16,7 @@ import boto3
 import pytest
 import redis
 
-from bot.fake_slack import FakeSlack
+from standins.fake_slack import FakeSlack
 from tests.conftest import AWS_ENV
 from tests.processes import IRBOT, Irbot, irbot_environment
 from tests.helpers import (
@@ -105,7 +105,7 @@ def test_badly_signed_requests_are_refused_and_queue_nothing(irbot, world, redis
     status, _, _ = irbot.post(body, headers_for(body))
     assert status == 401
     assert job_count(redis_url) == before
-    time.sleep(0.5)
+    irbot.settle()
     assert module_slack.messages(CHANNEL) == []
 
 
@@ -164,7 +164,7 @@ def test_a_missing_instance_is_reported_in_the_channel_as_a_sentence(irbot, worl
 def test_logs_are_json_with_request_and_job_ids_and_never_hold_secrets(irbot, world, module_slack):
     irbot.command(f"collect {world['instance']}")
     module_slack.wait_for(lambda s: s.messages(CHANNEL), timeout=60)
-    time.sleep(0.5)
+    irbot.settle()
     text = irbot.log_text()
     for secret in (BOT_TOKEN, SIGNING_SECRET, AWS_ENV["AWS_SECRET_ACCESS_KEY"]):
         assert secret not in text

@@ -6,8 +6,8 @@ import json
 import textwrap
 
 from actions.artefacts import Result
-from workers.evidence import Protection, StoredObject
-from workers.request import CommandRequest
+from core.evidence import Protection, StoredObject
+from core.request import CommandRequest
 
 
 def escape(text: str) -> str:

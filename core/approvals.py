@@ -18,8 +18,8 @@ from typing import Callable, Iterable
 
 from redis import Redis
 
-from workers.audit import AuditTrail
-from workers.request import CommandRequest
+from core.audit import AuditTrail
+from core.request import CommandRequest
 
 PLANNING, PENDING, APPROVED, RUNNING = "planning", "pending", "approved", "running"
 FINISHED, FAILED, DENIED, CANCELLED, EXPIRED = "finished", "failed", "denied", "cancelled", "expired"
@@ -323,17 +323,14 @@ class ApprovalBook:
         return f"Request {pending.id} is {state}, so it can't be {verb}."
 
 
-def book_from_settings(settings, connection: Redis, client=None) -> ApprovalBook:
-    """The approval book as configured; ``client`` reads the approver group from Slack."""
-    from workers.directory import GroupMembers
-
-    group = GroupMembers(client, settings.approver_group) if settings.approver_group and client is not None else None
+def book_from_settings(settings, connection: Redis, group_members: Callable[[], Iterable[str]] | None = None) -> ApprovalBook:
+    """The approval book as configured; ``group_members`` reads the approver group (chat.directory)."""
     return ApprovalBook(
         connection,
         AuditTrail(connection),
         responders=settings.responders,
         approvers=settings.approvers,
-        group_members=group,
+        group_members=group_members,
         quorum=settings.approval_quorum,
         expiry_seconds=settings.approval_expiry_seconds,
     )

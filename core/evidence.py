@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from actions.aws import call
+from actions.aws import Declaration, call
 from actions.errors import ActionError, explain
 
 
@@ -234,3 +234,6 @@ class EvidenceStream:
             self.store.s3.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
         except (ClientError, BotoCoreError):
             pass
+
+# The evidence store's own declaration: what it may call in the evidence bucket (see actions.aws).
+EVIDENCE = Declaration("the evidence store", frozenset(EVIDENCE_PERMISSIONS))

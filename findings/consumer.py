@@ -14,15 +14,19 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from actions.aws import call
+from actions.aws import Declaration, call
 from actions.errors import ActionError
-from workers import messages
-from workers.logs import get_logger
+from chat import messages
+from chat.slack import Slack
+from core.logs import get_logger
 
 log = get_logger(__name__)
+
+# What the consumer may call on its queue and its dead-letter queue (see actions.aws).
+FINDINGS = Declaration("irbot findings", frozenset({"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                                   "sqs:GetQueueUrl", "sqs:SendMessage"}))
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 
@@ -120,7 +124,7 @@ def card_key(finding_id: str) -> str:
 
 
 class FindingsConsumer:
-    def __init__(self, sqs, queue_url: str, slack: WebClient, connection: Redis, channel: str, minimum: str = "medium"):
+    def __init__(self, sqs, queue_url: str, slack: Slack, connection: Redis, channel: str, minimum: str = "medium"):
         self.sqs, self.queue_url, self.slack, self.connection, self.channel = sqs, queue_url, slack, connection, channel
         self.minimum = minimum
         self._dlq_url: str | None = None
@@ -174,10 +178,10 @@ class FindingsConsumer:
         finding.count = max(finding.count, arrivals) if finding.source == "Security Hub" else finding.count
         text, blocks = messages.finding_alert(finding)
         if seen.get(b"ts"):
-            self.slack.chat_update(channel=seen[b"channel"].decode(), ts=seen[b"ts"].decode(), text=text, blocks=blocks)
+            self.slack.update(seen[b"channel"].decode(), seen[b"ts"].decode(), text, blocks, quiet=False)
         else:
-            posted = self.slack.chat_postMessage(channel=self.channel, text=text, blocks=blocks, unfurl_links=False)
-            self.connection.hset(key, mapping={"ts": posted["ts"], "channel": posted["channel"]})
+            ts = self.slack.post(self.channel, text, blocks)
+            self.connection.hset(key, mapping={"ts": ts, "channel": self.channel})
         self.connection.hset(key, "arrivals", arrivals)
         self.connection.expire(key, 90 * 24 * 3600)
         log.info("finding posted", finding=finding.id, type=finding.type, severity=finding.severity, count=finding.count)

@@ -6,17 +6,18 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from workers.request import CommandRequest
+import actions
+from core.request import CommandRequest
 
-# Memory captures have their own queue, so a long batch can't hold up a quick isolate.
-ACTIONS_QUEUE = "irbot-actions"
-MEMORY_QUEUE = "irbot-memory"
-QUEUE_NAMES = (ACTIONS_QUEUE, MEMORY_QUEUE)
+# Long work (memory captures) has its own queue, so a long batch can't hold up a quick isolate.
+# Each action declares its queue by these short names.
+QUEUES = {"actions": "irbot-actions", "long": "irbot-memory"}
+ACTIONS_QUEUE = QUEUES["actions"]
+MEMORY_QUEUE = QUEUES["long"]
+QUEUE_NAMES = tuple(QUEUES.values())
 
 # JSON, not pickle: a job in Redis is data to read, never code to run.
 SERIALIZER = JSONSerializer
-
-JOB_TIMEOUT_SECONDS = {"collect": 15 * 60}
 
 
 def connect(url: str, *, blocking: bool = False) -> Redis:
@@ -30,8 +31,8 @@ def queues(connection: Redis) -> list[Queue]:
     return [Queue(name, connection=connection, serializer=SERIALIZER) for name in QUEUE_NAMES]
 
 
-def queue(connection: Redis) -> Queue:
-    return Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
+def queue(connection: Redis, name: str = "actions") -> Queue:
+    return Queue(QUEUES[name], connection=connection, serializer=SERIALIZER)
 
 
 def enqueue_gated(connection: Redis, request_id: str) -> str:
@@ -49,14 +50,19 @@ def enqueue_execution(connection: Redis, request_id: str) -> str:
 
 def enqueue(connection: Redis, request: CommandRequest) -> str:
     """Queue ``request`` for a worker; returns the job ID."""
-    queue = Queue(ACTIONS_QUEUE, connection=connection, serializer=SERIALIZER)
-    job = queue.enqueue(
+    spec = actions.get(request.command)
+    job = queue(connection).enqueue(
         "workers.jobs.run_command",
         request.to_dict(),
         job_id=f"ir-{request.id}",
-        job_timeout=JOB_TIMEOUT_SECONDS.get(request.command, 15 * 60),
+        job_timeout=spec.timeout_seconds if spec else 15 * 60,
         result_ttl=7 * 24 * 3600,
         failure_ttl=30 * 24 * 3600,
         description=f"/ir {request.command} {' '.join(request.targets)}".strip(),
     )
     return job.id
+
+
+def enqueue_incident_job(connection: Redis, job: str, data: dict, job_id: str) -> str:
+    """Queue one of the incident jobs (declare_incident, close_incident, build_report)."""
+    return queue(connection).enqueue(f"workers.incidents.{job}", data, job_id=job_id).id

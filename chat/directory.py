@@ -7,7 +7,7 @@ import time
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from workers.logs import get_logger
+from core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -38,3 +38,8 @@ class GroupMembers:
             if group.get("handle") == self.group:
                 return group["id"]
         raise LookupError(f"no user group with handle {self.group}")
+
+
+def approver_group(settings, client: WebClient) -> GroupMembers | None:
+    """The members of IR_APPROVER_GROUP, when one is set."""
+    return GroupMembers(client, settings.approver_group) if settings.approver_group else None

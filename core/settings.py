@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -108,6 +109,18 @@ class Settings:
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
         password = urlsplit(self.redis_url or "").password
         return [v for v in values + [password] if v]
+
+
+_LOADED: dict[tuple, Settings] = {}
+
+
+def current(command: str = "") -> Settings:
+    """The settings of this process's environment, read once (not again for every job)."""
+    key = (command, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("IR_", "SLACK_", "REDIS_", "AWS_", "PORT")))))
+    if key not in _LOADED:
+        _LOADED.clear()  # one environment at a time: a test that changes it gets settings read anew
+        _LOADED[key] = load(os.environ, command)
+    return _LOADED[key]
 
 
 def load(env: Mapping[str, str], command: str = "") -> Settings:

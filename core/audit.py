@@ -17,12 +17,18 @@ from typing import Any, Iterable
 from redis import Redis
 from redis.exceptions import WatchError
 
+from actions.aws import Declaration, call
+
 LOG = "irbot:audit:log"  # list of records, record N at index N-1
 HEAD = "irbot:audit:head"  # hash: seq, hash of the newest record
 SEALED = "irbot:audit:sealed"  # seq of the newest sealed record
 SEAL_LOCK = "irbot:audit:seal-lock"
 GENESIS = "0" * 64
 BATCH_PREFIX = "audit/"
+
+# What sealing and checking the trail may call in the evidence bucket (see actions.aws).
+AUDIT_SEAL = Declaration("the audit sealer", frozenset({"s3:GetBucketObjectLockConfiguration", "s3:PutObject", "s3:PutObjectRetention"}))
+AUDIT_VERIFY = Declaration("irbot audit verify", frozenset({"s3:ListBucketVersions", "s3:GetObject", "s3:GetObjectVersion"}))
 
 
 def incident_index(incident: str) -> str:
@@ -195,8 +201,6 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
 def load_batches(s3, bucket: str) -> tuple[list[tuple[str, bytes, str | None]], list[Break]]:
     """The sealed batches in key order, each as first written; and a Break for any batch that was
     written over (a second version) or hidden (a delete marker)."""
-    from actions.aws import call
-
     batches, problems = [], []
     versions: dict[str, list[dict]] = {}
     markers: set[str] = set()
@@ -226,8 +230,6 @@ def load_batches(s3, bucket: str) -> tuple[list[tuple[str, bytes, str | None]], 
 
 def _overwritten(s3, bucket: str, key: str, original: bytes, versions: list[dict], first: int) -> Break:
     """Name the first record a later version of a sealed batch changed."""
-    from actions.aws import call
-
     latest = max(versions, key=lambda v: v["LastModified"])
     now = call(s3, "get_object", Bucket=bucket, Key=key, VersionId=latest["VersionId"])["Body"].read()
     sealed_lines, now_lines = original.splitlines(), now.splitlines()

@@ -1,0 +1,137 @@
+"""The registry's contract, the step and change helpers, and the permission check every AWS call goes through."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import boto3
+import pytest
+
+import actions
+from actions import aws
+from actions.aws import Declaration, UndeclaredCall
+from actions.changes import change
+from actions.errors import ActionError
+from actions.registry import TARGETS, Need, Risk
+from actions.steps import Outcome, StepLog
+from bot.grammar import SPECS, help_text, parse
+
+
+@pytest.fixture
+def moto_aws(aws):
+    """The simulated account (the ``aws`` fixture), under a name that leaves ``aws`` to the module."""
+    return aws
+
+
+def test_every_action_has_one_signature_and_a_whole_declaration():
+    for spec in actions.REGISTRY.values():
+        params = inspect.signature(spec.run).parameters
+        assert list(params)[:3] in (["session", "instance_id", "region"], ["session", "key_id", "region"], ["session", "target", "region"])
+        assert params["context"].kind is inspect.Parameter.KEYWORD_ONLY and params["context"].default is inspect.Parameter.empty
+        assert params["steps"].kind is inspect.Parameter.KEYWORD_ONLY and params["dry_run"].default is False
+        # Every declared option is a keyword of the function, and nothing else is asked of the caller.
+        for option in spec.extra_options:
+            assert option.key in params, f"{spec.name} declares {option.name} but does not take it"
+        assert spec.target in TARGETS and spec.summary.endswith(".") and spec.permissions
+        assert all(":" in p for p in spec.permissions)
+
+
+def test_the_grammar_and_help_come_from_the_declarations():
+    for spec in actions.REGISTRY.values():
+        usage = SPECS[spec.name].usage
+        assert all(option.name in usage for option in spec.options)
+        assert ("--dry-run" in usage) is (spec.risk is Risk.CHANGE)
+        assert spec.summary[1:20] in help_text()
+    assert parse("snapshot i-0123456789abcdef0 --copy-to-kms alias/ir").options == {"copy_to_kms": "alias/ir"}
+
+
+def test_what_an_action_needs_and_makes_is_declared():
+    assert Need.RECORD in actions.get("release").needs and Need.EVENTS in actions.get("hunt-key").needs
+    assert actions.get("compromise").state_for({"stop": True}) == "isolated + snapshotted + stopped"
+    assert actions.get("memory").fan_out and actions.get("stop").loses_memory
+
+
+def test_compromise_declares_everything_its_parts_call():
+    parts = {p for name in ("collect", "isolate", "snapshot", "memory", "stop") for p in actions.get(name).permissions}
+    assert parts <= set(actions.get("compromise").permissions)
+
+
+def test_a_change_looks_first_and_records_one_step_of_each_kind():
+    steps, done = StepLog(), []
+    assert change(steps, "a", "A", dry_run=False, already=lambda: "so", plan="", do=lambda: done.append(1)) is Outcome.ALREADY
+    assert change(steps, "b", "B", dry_run=True, already=lambda: None, plan="would", do=lambda: done.append(1)) is Outcome.PLANNED
+    assert change(steps, "c", "C", dry_run=False, already=lambda: None, plan="", do=lambda: "made") is Outcome.DONE
+    assert change(steps, "d", "D", dry_run=False, skip=lambda: "n/a", already=lambda: None, plan="", do=lambda: done.append(1)) is Outcome.SKIPPED
+    assert change(steps, "e", "E", dry_run=False, impossible=lambda: "gone", already=lambda: None, plan="", do=lambda: done.append(1)) is Outcome.FAILED
+
+    def refused():
+        raise ActionError("AWS refused", code="UnauthorizedOperation")
+
+    assert change(steps, "f", "F", dry_run=False, already=lambda: None, plan="", do=refused) is Outcome.FAILED
+    assert done == [] and [s.detail for s in steps.steps] == ["so", "would", "made", "n/a", "gone", "AWS refused"]
+    assert [s.name for s in steps.failed] == ["e", "f"]
+
+
+def test_an_aws_error_carries_its_code_as_data(moto_aws):
+    ec2 = aws.client(aws.declare(boto3.Session(), Declaration("test", frozenset({"ec2:DescribeInstances"}))), "ec2", "us-east-1")
+    with pytest.raises(ActionError) as caught:
+        aws.call(ec2, "describe_instances", InstanceIds=["i-0123456789abcdef0"])
+    assert caught.value.code == "InvalidInstanceID.NotFound" and "NotFound" in str(caught.value)
+
+
+def test_an_undeclared_call_is_refused_and_noted_when_the_check_is_on(moto_aws, tmp_path, monkeypatch):
+    noted = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(aws.CHECK_VARIABLE, str(noted))
+    session = aws.declare(boto3.Session(), Declaration("action test", frozenset({"ec2:DescribeInstances"})))
+    ec2 = aws.client(session, "ec2", "us-east-1")
+    aws.call(ec2, "describe_instances")  # declared: fine
+    with pytest.raises(UndeclaredCall, match="action test called ec2:DescribeVolumes"):
+        aws.call(ec2, "describe_volumes")
+    # S3's operations are checked under their IAM names.
+    s3 = aws.client(boto3.Session(), "s3", "us-east-1", declared=Declaration("store", frozenset({"s3:ListBucket"})))
+    with pytest.raises(UndeclaredCall, match="s3:ListBucketVersions"):
+        s3.list_object_versions(Bucket="nothing")
+    # A client from a session nobody declared is refused too.
+    with pytest.raises(UndeclaredCall, match="no declaration"):
+        aws.client(boto3.Session(), "iam", "us-east-1").list_users()
+    assert [json.loads(line)["call"] for line in noted.read_text().splitlines()] == ["ec2:DescribeVolumes", "s3:ListBucketVersions", "iam:ListUsers"]
+
+
+def test_iam_policy_prints_one_process_or_one_action():
+    from bot.policies import policy_document
+
+    isolate = policy_document("b", action="isolate")
+    assert [s["Sid"] for s in isolate["Statement"]] == ["IrbotActions"] and "iam:GetRole" in isolate["Statement"][0]["Action"]
+    findings = policy_document("b", process="findings")
+    assert {a for s in findings["Statement"] for a in s["Action"]} == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                                                      "sqs:GetQueueUrl", "sqs:SendMessage"}
+    worker = policy_document("b", process="worker")
+    assert "s3:PutObject" in worker["Statement"][1]["Action"] and not any(a.startswith("sqs:") for s in worker["Statement"] for a in s["Action"])
+
+
+def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_and_error_handler(irbot_env, slack):
+    """The bot's shared listener code: the responder check as middleware, Redis errors in one handler."""
+    from slack_bolt.request import BoltRequest
+
+    from bot.app import create_app
+    from core.queues import connect
+    from core.settings import load
+    from tests.helpers import OUTSIDER, RESPONDER, SECOND_RESPONDER, signed_headers, slash_command
+    from tests.processes import block_action
+
+    app = create_app(load(__import__("os").environ, "serve"), connect("redis://127.0.0.1:9/0"))  # nothing listens there
+
+    def send(body: str):
+        return app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
+
+    answer = send(slash_command("collect i-0123456789abcdef0"))
+    assert answer.status == 200 and "could not reach its job queue (Redis)" in json.loads(answer.body)["text"]
+    refused = send(slash_command("collect i-0123456789abcdef0", user=OUTSIDER))  # the middleware answers before Redis is needed
+    assert refused.status == 200 and "not on irbot's responder list" in json.loads(refused.body)["text"]
+    assert "Commands" in json.loads(send(slash_command("help", user=OUTSIDER)).body)["text"]
+    clicked = send(block_action(SECOND_RESPONDER, "ir_approve", "0123456789ab"))
+    assert clicked.status == 200
+    slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
+    assert "could not reach its job queue (Redis)" in slack.ephemerals(SECOND_RESPONDER)[0]
+    assert slack.ephemerals(RESPONDER) == []

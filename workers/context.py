@@ -1,0 +1,180 @@
+"""What a job works with: the process's runtime (settings, Redis, Slack, audit, approvals), read once
+per process, and one request's view of it (its AWS session, evidence prefix, audit records, seal)."""
+
+from __future__ import annotations
+
+import copy
+import socket
+from datetime import datetime, timezone
+
+import boto3
+import structlog
+from redis import Redis
+from rq import get_current_job
+
+import actions
+from actions import aws
+from actions.aws import Declaration
+from actions.context import RunContext
+from actions.memory import MemorySettings
+from actions.registry import ActionSpec
+from chat.directory import approver_group
+from chat.slack import Slack
+from core import settings as settings_module
+from core.approvals import ApprovalBook, book_from_settings
+from core.audit import AUDIT_SEAL, AuditTrail
+from core.evidence import EVIDENCE, EvidenceStore, StoredObject
+from core.logs import get_logger
+from core.queues import connect
+from core.request import CommandRequest
+from core.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Runtime:
+    """The parts every job of this process shares."""
+
+    def __init__(self, settings: Settings, connection: Redis):
+        self.settings = settings
+        self.connection = connection
+        self.slack = Slack.from_settings(settings)
+        self.audit = AuditTrail(connection)
+        self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client))
+        self.worker = f"worker:{socket.gethostname()}"
+
+
+_RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime, made at its first job; the job's own Redis connection when RQ runs it."""
+    global _RUNTIME
+    settings = settings_module.current("worker")
+    job = get_current_job()
+    connection = job.connection if job else None
+    if _RUNTIME is None or _RUNTIME.settings is not settings or (connection is not None and _RUNTIME.connection is not connection):
+        _RUNTIME = Runtime(settings, connection or connect(settings.redis_url, blocking=True))
+    return _RUNTIME
+
+
+def memory_settings(settings: Settings) -> MemorySettings | None:
+    if not settings.ssh_key:
+        return None
+    return MemorySettings(
+        key_path=settings.ssh_key, command=settings.memory_command, size_command=settings.memory_size_command,
+        known_hosts=settings.ssh_known_hosts, user=settings.ssh_user, bastion=settings.ssh_bastion,
+        stall_seconds=settings.memory_stall_seconds,
+    )
+
+
+class JobContext:
+    """One request's work in one job."""
+
+    def __init__(self, request: CommandRequest, rt: Runtime | None = None):
+        rt = rt or runtime()
+        self.request = request
+        self.runtime = rt
+        self.settings, self.connection, self.slack, self.audit, self.book, self.worker = (
+            rt.settings, rt.connection, rt.slack, rt.audit, rt.book, rt.worker)
+        job = get_current_job()
+        self.job_id = job.id if job else None
+        self._session: boto3.Session | None = None
+        self._store: EvidenceStore | None = None
+        self._prefix: str | None = None  # where this job's evidence goes, fixed at the first object
+        self.kept: list[StoredObject] = []
+
+    @property
+    def spec(self) -> ActionSpec | None:
+        return actions.get(self.request.command)
+
+    @property
+    def session(self) -> boto3.Session:
+        """The AWS session the request's action runs with, under the action's declared permissions."""
+        if self._session is None:
+            spec = self.spec
+            self._session = boto3.Session()
+            if spec is not None:
+                aws.declare(self._session, spec.declaration)
+        return self._session
+
+    @property
+    def region(self) -> str:
+        return self.request.region or self.settings.aws_region
+
+    def evidence_store(self, declaration: Declaration = EVIDENCE) -> EvidenceStore:
+        s = self.settings
+        return EvidenceStore(aws.client(self.session, "s3", s.aws_region, declared=declaration), s.evidence_bucket,
+                             lock_mode=s.evidence_lock_mode, retention_days=s.evidence_retention_days, link_expiry_seconds=s.link_expiry_seconds)
+
+    @property
+    def store(self) -> EvidenceStore:
+        if self._store is None:
+            self._store = self.evidence_store()
+        return self._store
+
+    def for_target(self, target: str) -> "JobContext":
+        """The same job's context for one target of a batch: its own evidence prefix."""
+        other = copy.copy(self)
+        other.request = CommandRequest.from_dict(self.request.to_dict() | {"targets": [target]})
+        other._prefix, other.kept = None, []
+        return other
+
+    def evidence_prefix(self) -> str:
+        if self._prefix is None:
+            target = self.request.targets[0] if self.request.targets else "-"
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            self._prefix = f"{self.request.incident or self.request.channel_id}/{target}/{stamp}-{self.request.id}/"
+        return self._prefix
+
+    def run_context(self, approvers=(), **parts) -> RunContext:
+        r, s = self.request, self.settings
+        has_store = bool(s.evidence_bucket)
+        return RunContext(
+            incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
+            keep=self.keep if has_store else None, analyst_cidr=s.analyst_cidr,
+            untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
+            open_sink=self.open_sink if has_store else None, **parts,
+        )
+
+    def open_sink(self, name: str):
+        return self.store.open_stream(self.evidence_prefix() + name, name=name, part_size=self.settings.memory_part_mib << 20)
+
+    def keep(self, artefact) -> str:
+        """Store one piece of evidence now, note it in the audit trail; returns its s3:// URI."""
+        obj = self.store.put(self.evidence_prefix() + artefact.name, artefact.body, name=artefact.name,
+                             content_type=artefact.content_type, description=artefact.description)
+        self.kept.append(obj)
+        self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
+        if artefact.state_record:
+            # What a later action restores from: the newest record of the target's state before a change.
+            self.connection.set(state_record_key(self.region, self.request.targets[0]), artefact.body)
+        return obj.uri
+
+    def record(self, action: str, outcome: str, **params) -> None:
+        r = self.request
+        self.audit.append(incident=r.incident or r.channel_id, actor=self.worker, action=action,
+                          target=" ".join(r.targets), params={"request": r.id, "command": r.command, **params}, outcome=outcome)
+
+    def seal(self) -> str:
+        """Seal the audit records so far; returns a line for the channel ('' if nothing was sealed)."""
+        if not self.settings.evidence_bucket:
+            return ""
+        try:
+            seal = self.audit.seal(self.evidence_store(AUDIT_SEAL), incident=self.request.incident or self.request.channel_id, actor=self.worker)
+        except Exception as exc:  # a seal that fails must not hide the action's own outcome
+            log.error("audit seal failed", error=str(exc))
+            return "Audit trail not sealed this time (see the worker log); it will be sealed with the next batch."
+        if seal is None:
+            return ""
+        return f"Audit records {seal.first}-{seal.last} sealed to s3://{self.settings.evidence_bucket}/{seal.key}; chain head sha256 {seal.head}."
+
+
+def state_record_key(region: str, target: str) -> str:
+    return f"irbot:isolation:{region}:{target}"
+
+
+def bind_logs(request: CommandRequest) -> None:
+    job = get_current_job()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request.id, job_id=job.id if job else None, command=request.command)

@@ -1,0 +1,69 @@
+"""Running a declared action inside a job, and ending a gated request: shared by the job entry points
+(workers.jobs) and the fan-out batches (workers.batches)."""
+
+from __future__ import annotations
+
+import json
+
+from actions.artefacts import Result
+from actions.cloudtrail import CloudTrailEvents, EventSource
+from actions.registry import ActionSpec, Need
+from actions.steps import StepLog
+from chat import cards
+from core.logs import get_logger
+from workers.context import JobContext, bind_logs, runtime, state_record_key
+
+log = get_logger(__name__)
+
+# moto can't answer CloudTrail LookupEvents: tests swap this for a fake.
+EVENT_SOURCE: EventSource = CloudTrailEvents()
+
+
+def run_action(ctx: JobContext, spec: ActionSpec, target: str, *, dry_run: bool, steps: StepLog, approvers=(), **parts) -> Result:
+    """Run ``spec`` on one target with what it declares it needs."""
+    options = {k: v for k, v in ctx.request.options.items() if k not in ("region", "dry_run")}
+    if Need.RECORD in spec.needs:
+        raw = ctx.connection.get(state_record_key(ctx.region, target))
+        parts["record"] = json.loads(raw) if raw else None
+    if Need.EVENTS in spec.needs:
+        parts["events"] = EVENT_SOURCE
+    return spec.run(ctx.session, target, ctx.region, context=ctx.run_context(approvers, **parts), steps=steps, dry_run=dry_run, **options)
+
+
+def incident_changed(ctx: JobContext) -> None:
+    """Redraw the pinned card of the declared incident this request belongs to, if any."""
+    cards.redraw_incident(ctx.slack, ctx.connection, ctx.request.incident)
+
+
+def post_with_seal(ctx: JobContext, text: str, blocks: list[dict], update_ts: str | None = None) -> None:
+    line = ctx.seal()
+    if line:
+        text = f"{text}\n{line}"
+        blocks = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}][:50]
+    if update_ts:
+        ctx.slack.update(ctx.request.channel_id, update_ts, text, blocks)
+    else:
+        ctx.slack.reply(ctx.request, text, blocks)
+    incident_changed(ctx)
+
+
+def load(request_id: str):
+    """The JobContext and stored request for ``request_id``; (None, None) if it is unknown."""
+    rt = runtime()
+    pending = rt.book.get(request_id)
+    if pending is None:
+        log.error("unknown request", request=request_id)
+        return None, None
+    bind_logs(pending.request)
+    return JobContext(pending.request, rt), pending
+
+
+def finish(ctx: JobContext, request_id: str, *, ok: bool, steps: list[dict], note: str) -> None:
+    """End a running request: its state, its audit record and seal, its card and the incident's."""
+    final = ctx.book.finish(request_id, ctx.worker, ok=ok, steps=steps, note=note)
+    seal_line = ctx.seal()
+    pending = final.request or ctx.book.get(request_id)
+    if seal_line:
+        pending.note = "\n".join(p for p in (pending.note, seal_line) if p)
+    cards.redraw_request(ctx.slack, pending)
+    incident_changed(ctx)
