@@ -31,7 +31,7 @@ from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
 from core.audit import AuditTrail
 from core.incidents import Incident, IncidentBook, summarise
 from core.logs import get_logger
-from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job
+from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers
 from core.request import CommandRequest
 from core.settings import Settings
 
@@ -222,7 +222,11 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
                           params={"request": request.id, "command": request.command, "options": request.options}, outcome="queued")
         job_id = enqueue(connection, request)
     log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
-    return views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
+    reply = views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
+    if live_workers(connection) == 0:
+        # Said at once, not discovered by waiting: the work is safe in the queue until a worker starts.
+        reply["text"] += " " + views.NO_WORKER
+    return reply
 
 
 def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:

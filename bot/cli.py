@@ -112,7 +112,10 @@ def run_serve(args) -> int:
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        log.info("serving", mode="socket")
+        from bot.web import serve_health_in_background
+
+        serve_health_in_background(connection, settings.port, host=args.host)
+        log.info("serving", mode="socket", health_port=settings.port)
         SocketModeHandler(app, settings.slack_app_token).start()
         return 0
     from bot.web import serve
@@ -134,13 +137,13 @@ def run_worker(args) -> int:
     from rq import Worker
 
     from core import logs
-    from core.queues import SERIALIZER, queues
+    from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
 
     settings = load(os.environ, "worker")
     logs.configure(settings.secrets(), level=settings.log_level)
     connection = _redis(settings, blocking=True)
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
-    worker = Worker(queues(connection), connection=connection, serializer=SERIALIZER, name=name)
+    worker = Worker(queues(connection), connection=connection, serializer=SERIALIZER, name=name, worker_ttl=WORKER_TTL_SECONDS)
     logs.get_logger("irbot.worker").info("worker starting", queues=[q.name for q in worker.queues], burst=args.burst)
     # The scheduler runs the expiry of requests nobody approved in time.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)

@@ -6,6 +6,10 @@ import actions
 from bot.grammar import Command, help_text
 
 
+NO_WORKER = ("Queued; no worker is running right now, so nothing will happen until one starts "
+             "(whoever runs irbot: start `irbot worker`).")
+
+
 def ephemeral(text: str) -> dict:
     return {"response_type": "ephemeral", "text": text}
 

@@ -12,7 +12,6 @@ request only once, and exactly one execution can start.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -137,6 +136,11 @@ class ApprovalBook:
 
     # -- reading ----------------------------------------------------------------------
 
+    def now(self) -> float:
+        """Redis's clock: every time irbot writes or compares is on the one clock, whatever the hosts' clocks say."""
+        seconds, micros = self.connection.time()
+        return seconds + micros / 1_000_000
+
     def get(self, request_id: str) -> PendingRequest | None:
         data = {k.decode(): v.decode() for k, v in self.connection.hgetall(request_key(request_id)).items()}
         if not data:
@@ -177,8 +181,8 @@ class ApprovalBook:
                 "request": json.dumps(request.to_dict()),
                 "requester": request.user_id,
                 "quorum": self.quorum,
-                "expires_at": time.time() + self.expiry_seconds,
-                "created_at": time.time(),
+                "expires_at": self.now() + self.expiry_seconds,
+                "created_at": self.now(),
             },
         )
         self.connection.expire(key, KEEP_SECONDS)
@@ -187,7 +191,7 @@ class ApprovalBook:
 
     def plan_ready(self, request_id: str, plan: list[dict], *, actor: str = "worker") -> Decision:
         """The dry-run plan is known; the request now waits for approvers."""
-        expires_at = time.time() + self.expiry_seconds
+        expires_at = self.now() + self.expiry_seconds
         return self._move(request_id, [PLANNING], PENDING, actor, "request.pending",
                           fields={"plan": json.dumps(plan), "expires_at": expires_at},
                           params={"plan": [s.get("title", "") + ": " + s.get("detail", "") for s in plan]})
@@ -197,7 +201,7 @@ class ApprovalBook:
         self.connection.hset(request_key(request_id), "message_ts", message_ts)
 
     def plan_failed(self, request_id: str, reason: str, *, actor: str = "worker") -> Decision:
-        return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": time.time(), "ended_by": "irbot"}, params={"reason": reason})
+        return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": self.now(), "ended_by": "irbot"}, params={"reason": reason})
 
     def approve(self, request_id: str, user_id: str) -> Decision:
         pending = self.get(request_id)
@@ -232,7 +236,7 @@ class ApprovalBook:
             return Decision(False, pending.state, "Only irbot's approvers can deny a request; the requester can cancel it.", pending)
         if user_id == pending.requester:
             return self.cancel(request_id, user_id)
-        return self._move(request_id, [PENDING, PLANNING], DENIED, user_id, "request.denied", fields={"ended_by": user_id, "ended_at": time.time()}, verb="denied")
+        return self._move(request_id, [PENDING, PLANNING], DENIED, user_id, "request.denied", fields={"ended_by": user_id, "ended_at": self.now()}, verb="denied")
 
     def cancel(self, request_id: str, user_id: str) -> Decision:
         pending = self.get(request_id)
@@ -240,20 +244,20 @@ class ApprovalBook:
             return Decision(False, "", f"irbot has no request {request_id}.")
         if user_id != pending.requester:
             return Decision(False, pending.state, f"Only <@{pending.requester}>, who asked for this, can cancel it.", pending)
-        return self._move(request_id, [PENDING, PLANNING], CANCELLED, user_id, "request.cancelled", fields={"ended_by": user_id, "ended_at": time.time()}, verb="cancelled")
+        return self._move(request_id, [PENDING, PLANNING], CANCELLED, user_id, "request.cancelled", fields={"ended_by": user_id, "ended_at": self.now()}, verb="cancelled")
 
     def expire(self, request_id: str) -> Decision:
         """Called when the expiry is due; a request already decided is left as it is."""
         pending = self.get(request_id)
         if pending is None:
             return Decision(False, "", f"irbot has no request {request_id}.")
-        if pending.state == PENDING and pending.expires_at > time.time():
+        if pending.state == PENDING and pending.expires_at > self.now():
             return Decision(False, pending.state, "not due yet", pending)
         if pending.state == EXPIRED:
             if not self._audited(pending, "request.expired"):
                 self._record(pending.request, "irbot", "request.expired", {}, EXPIRED)
             return Decision(True, EXPIRED, request=pending)
-        return self._move(request_id, [PENDING, PLANNING], EXPIRED, "irbot", "request.expired", fields={"ended_by": "irbot", "ended_at": time.time()})
+        return self._move(request_id, [PENDING, PLANNING], EXPIRED, "irbot", "request.expired", fields={"ended_by": "irbot", "ended_at": self.now()})
 
     def start(self, request_id: str, worker: str) -> Decision:
         """Approved → running, once. Re-checks the two-person rule before anything runs."""
@@ -264,13 +268,13 @@ class ApprovalBook:
         # checked this at the click, and the worker checks again before anything runs.
         others = [a for a in pending.approvals if a != pending.requester and self.may_approve(a)]
         if pending.state == APPROVED and len(others) < pending.quorum:
-            self._move(request_id, [APPROVED], FAILED, worker, "request.failed", fields={"note": "approvals do not satisfy the two-person rule", "ended_at": time.time(), "ended_by": worker})
+            self._move(request_id, [APPROVED], FAILED, worker, "request.failed", fields={"note": "approvals do not satisfy the two-person rule", "ended_at": self.now(), "ended_by": worker})
             return Decision(False, FAILED, "The approvals on record do not satisfy the two-person rule; nothing was run.", pending)
         return self._move(request_id, [APPROVED], RUNNING, worker, "job.started", verb="started")
 
     def finish(self, request_id: str, worker: str, *, ok: bool, steps: list[dict], note: str = "") -> Decision:
         return self._move(request_id, [RUNNING], FINISHED if ok else FAILED, worker, "job.finished",
-                          fields={"steps": json.dumps(steps), "note": note, "ended_at": time.time(), "ended_by": worker},
+                          fields={"steps": json.dumps(steps), "note": note, "ended_at": self.now(), "ended_by": worker},
                           params={"ok": ok, "note": note})
 
     # -- helpers ----------------------------------------------------------------------

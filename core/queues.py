@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 import actions
@@ -18,6 +18,9 @@ QUEUE_NAMES = tuple(QUEUES.values())
 
 # JSON, not pickle: a job in Redis is data to read, never code to run.
 SERIALIZER = JSONSerializer
+
+# An idle worker tells Redis it is alive every ~15 s; a dead one's entry is gone within 30 s.
+WORKER_TTL_SECONDS = 30
 
 
 def connect(url: str, *, blocking: bool = False) -> Redis:
@@ -66,3 +69,8 @@ def enqueue(connection: Redis, request: CommandRequest) -> str:
 def enqueue_incident_job(connection: Redis, job: str, data: dict, job_id: str) -> str:
     """Queue one of the incident jobs (declare_incident, close_incident, build_report)."""
     return queue(connection).enqueue(f"workers.incidents.{job}", data, job_id=job_id).id
+
+
+def live_workers(connection: Redis) -> int:
+    """How many `irbot worker` processes have sent a heartbeat within WORKER_TTL_SECONDS."""
+    return len(Worker.all(connection=connection))

@@ -75,3 +75,22 @@ def test_members_of_the_approver_group_may_approve_and_the_group_fails_closed(re
     unreadable.open(other)
     unreadable.plan_ready(other.id, [])
     assert not unreadable.approve(other.id, THIRD_RESPONDER).ok
+
+
+def test_a_skewed_host_clock_does_not_move_the_approval_window(redis_conn, monkeypatch):
+    """Every time is Redis's: a host an hour behind neither expires requests early nor keeps them late."""
+    import time
+
+    gate = book(redis_conn, expiry_seconds=60)
+    request = stop_request("i-0123456789abcdef0")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # this host's clock is an hour behind
+    gate.open(request)
+    gate.plan_ready(request.id, [])
+    assert gate.expire(request.id).reason == "not due yet"
+    assert gate.approve(request.id, SECOND_RESPONDER).state == "approved"
+    late = stop_request("i-0123456789abcdef0")
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # and now an hour ahead
+    gate.open(late)
+    gate.plan_ready(late.id, [])
+    assert gate.get(late.id).expires_at < real() + 120

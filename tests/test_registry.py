@@ -135,3 +135,18 @@ def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_a
     slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
     assert "could not reach its job queue (Redis)" in slack.ephemerals(SECOND_RESPONDER)[0]
     assert slack.ephemerals(RESPONDER) == []
+
+
+def test_with_no_worker_alive_the_requester_is_told_at_once(irbot_env, slack, redis_conn):
+    from slack_bolt.request import BoltRequest
+
+    from bot.app import create_app
+    from core.queues import connect
+    from core.settings import load
+    from tests.helpers import signed_headers, slash_command
+
+    app = create_app(load(__import__("os").environ, "serve"), connect(irbot_env["REDIS_URL"]))
+    body = slash_command("collect i-0123456789abcdef0")
+    answer = app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
+    text = json.loads(answer.body)["text"]
+    assert "queued as request" in text and "no worker is running right now" in text

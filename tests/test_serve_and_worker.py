@@ -63,10 +63,25 @@ def job_count(redis_url: str) -> int:
     return sum(1 for _ in redis.Redis.from_url(redis_url).scan_iter("rq:job:*"))
 
 
-def test_healthz_answers_200(irbot):
+def test_healthz_answers_200_while_redis_and_a_worker_are_up(irbot):
     with urllib.request.urlopen(irbot.url + "/healthz") as response:
         assert response.status == 200
-        assert json.loads(response.read()) == {"status": "ok", "redis": "ok"}
+        assert json.loads(response.read()) == {"status": "ok", "redis": "ok", "workers": 1}
+
+
+def test_healthz_is_503_naming_what_is_missing_without_redis_or_without_a_worker(redis_conn):
+    from bot.web import health_app
+    from core.queues import connect
+
+    def ask(connection) -> tuple[str, dict]:
+        answers = []
+        body = health_app(connection)({"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET"}, lambda status, headers: answers.append(status))
+        return answers[0], json.loads(b"".join(body))
+
+    status, answer = ask(connect("redis://127.0.0.1:9/0"))  # nothing listens there
+    assert status.startswith("503") and answer["redis"] == "unreachable" and "Redis" in answer["why"]
+    status, answer = ask(redis_conn)  # Redis is up, but no worker has registered in it
+    assert status.startswith("503") and answer["workers"] == 0 and "no irbot worker has sent a heartbeat" in answer["why"]
 
 
 def test_collect_is_acked_within_3_seconds_and_its_evidence_reaches_bucket_and_channel(irbot, world, module_slack):
@@ -180,12 +195,19 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
     fake = FakeSlack(BOT_TOKEN, app_token=app_token).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
     env.update({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": fake.api_url,
-                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "IR_APPROVERS": SECOND_RESPONDER, "PYTHONUNBUFFERED": "1"})
+                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "IR_APPROVERS": SECOND_RESPONDER, "PYTHONUNBUFFERED": "1",
+                "PORT": str(free_port())})
     log = tmp_path / "serve.log"
     process = subprocess.Popen([IRBOT, "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         fake.wait_for(lambda s: s.calls_to("apps.connections.open"), timeout=30)
         assert process.poll() is None
+        # Health is served on $PORT in Socket Mode too; with no worker running it says so.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=5)
+            raise AssertionError("healthz answered 200 with no worker")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and json.loads(exc.read())["workers"] == 0
     finally:
         process.terminate()
         process.wait(15)

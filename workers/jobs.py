@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import structlog
 
@@ -243,7 +243,7 @@ def expire_request(request_id: str) -> dict:
         return {"ok": False}
     decision = ctx.book.expire(request_id)
     if decision.reason == "not due yet":
-        remaining = max(1, int(pending.expires_at - datetime.now(timezone.utc).timestamp()) + 1)
+        remaining = max(1, int(pending.expires_at - ctx.book.now()) + 1)
         queue(ctx.connection).enqueue_in(timedelta(seconds=remaining), "workers.jobs.expire_request", request_id)
         return {"ok": False, "state": pending.state}
     if decision.ok:
