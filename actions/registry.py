@@ -77,6 +77,8 @@ class ActionSpec:
     queue: str = "actions"  # or "long", for work that takes hours (a worker listens on both)
     timeout_seconds: int = 15 * 60
     fan_out: bool = False  # one job per target, then one job that ends the request
+    target_title: str = "Run on {target}"  # a fan-out target's line on the request's card
+    batch_word: str = "targets"  # what a fan-out batch's targets are called in its summary
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
 
     @property

@@ -46,12 +46,33 @@ def available_commands() -> frozenset[str]:
     return BOT_COMMANDS | frozenset(actions.REGISTRY)
 
 
+def _field(body: dict, flat: str, nested: str) -> str:
+    """A string from a signed but still untrusted body: ``flat`` (slash commands) or ``nested``.id (interactions)."""
+    value = body.get(flat) or (body.get(nested) if isinstance(body.get(nested), dict) else {}).get("id", "")
+    return value if isinstance(value, str) else ""
+
+
 def _user(body: dict) -> str:
-    return body.get("user_id") or (body.get("user") or {}).get("id", "")
+    return _field(body, "user_id", "user")
 
 
 def _channel(body: dict) -> str:
-    return body.get("channel_id") or (body.get("channel") or {}).get("id", "")
+    return _field(body, "channel_id", "channel")
+
+
+def _clicked(body: dict) -> dict:
+    """The clicked button's action, or {} when the body has none of the expected shape."""
+    clicked = body.get("actions")
+    return clicked[0] if isinstance(clicked, list) and clicked and isinstance(clicked[0], dict) else {}
+
+
+def _asked(body: dict) -> dict:
+    """A finding card button's value: the JSON it was drawn with, or {}."""
+    try:
+        asked = json.loads(_clicked(body).get("value") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return asked if isinstance(asked, dict) else {}
 
 
 class ContextCopyingExecutor(ThreadPoolExecutor):
@@ -91,26 +112,32 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
     book = book_from_settings(settings, connection, approver_group(settings, slack.client))
 
     @app.use
-    def start_request(body: dict, context, next) -> None:  # noqa: A002 (Bolt's name)
+    def start_request(body: dict, context, next) -> BoltResponse | None:  # noqa: A002 (Bolt's name)
         """Every request starts with a clean log context and its own ID (a button's: the request it is about),
         and an ack that a later failure can't take back."""
         context["ack"] = SettledAck()
         structlog.contextvars.clear_contextvars()
-        clicked = (body.get("actions") or [{}])[0].get("value", "")
-        context["request_id"] = clicked if re.fullmatch(r"[0-9a-f]{12}", clicked or "") else uuid.uuid4().hex[:12]
+        if "actions" in body and not isinstance(_clicked(body).get("action_id"), str):
+            # Signed, but not of the shape Slack sends: answered and ignored, before any listener parses it.
+            log.warning("ignored: malformed interaction")
+            return BoltResponse(status=200, body="")
+        clicked = _clicked(body).get("value")
+        context["request_id"] = clicked if isinstance(clicked, str) and re.fullmatch(r"[0-9a-f]{12}", clicked) else uuid.uuid4().hex[:12]
         structlog.contextvars.bind_contextvars(request_id=context["request_id"])
         next()
 
     def responders_only(body: dict, next) -> BoltResponse | None:  # noqa: A002
         """Only IR_RESPONDERS get past; anyone may ask for help. The refusal is audited, and is the request's answer."""
         user_id, channel_id = _user(body), _channel(body)
-        text = body.get("text") or ""
+        text = body.get("text") if isinstance(body.get("text"), str) else ""
         if user_id in settings.responders or ("command" in body and text.split()[:1] == ["help"]):
             next()
             return None
         log.warning("refused: not a responder", user=user_id, channel=channel_id)
+        asked = _asked(body)
+        what = text if "command" in body else f"{asked.get('command', '')} {asked.get('target', '')}".strip()
         try:
-            book.audit.append(incident=channel_id, actor=user_id, action="request.refused", target=text[:100],
+            book.audit.append(incident=channel_id, actor=user_id, action="request.refused", target=str(what)[:100],
                               params={"why": "not a responder"}, outcome="refused")
         except RedisError as exc:
             log.error("audit unreachable", error=type(exc).__name__)
@@ -127,11 +154,10 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
             log.error("listener failed", error=type(error).__name__)
             return None
         log.error("queue unreachable", error=type(error).__name__)
-        reply = views.queue_unavailable()
         if response is None:  # acknowledged already (a button): say it privately
-            slack.tell(_channel(body), _user(body), reply["text"])
+            slack.tell(_channel(body), _user(body), views.STATE_UNAVAILABLE)
             return None
-        return _json_response(reply)
+        return _json_response(views.queue_unavailable())
 
     @app.command("/ir", middleware=[responders_only])
     def ir(ack, command: dict, context) -> None:
@@ -144,9 +170,8 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
     def declare_from_finding(ack, body: dict) -> None:
         """Declare an incident from a finding card: its title and severity, by whoever clicked."""
         ack()
-        try:
-            asked = json.loads((body.get("actions") or [{}])[0].get("value") or "{}")
-        except ValueError:
+        asked = _asked(body)
+        if not asked:
             return
         new_id = IncidentBook(connection).new_id()
         enqueue_incident_job(connection, "declare_incident", {
@@ -157,11 +182,11 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
     def from_card(ack, body: dict, context) -> None:
         """A button on a finding card: the same request as typing the command, by whoever clicked."""
         ack()
-        try:
-            asked = json.loads((body.get("actions") or [{}])[0].get("value") or "{}")
-            text = f"{asked['command']} {asked['target']}" + (f" --region {asked['region']}" if asked.get("region") else "")
-        except (ValueError, KeyError, TypeError):
+        asked = _asked(body)
+        if not all(isinstance(asked.get(k), str) for k in ("command", "target")):
             return
+        # The same grammar as a typed command checks what the card asked for.
+        text = f"{asked['command']} {asked['target']}" + (f" --region {asked['region']}" if isinstance(asked.get("region"), str) else "")
         user_id, channel_id = _user(body), _channel(body)
         reply = handle_ir(settings, connection, book, {"user_id": user_id, "channel_id": channel_id, "text": text,
                                                        "team_id": (body.get("team") or {}).get("id", ""),
@@ -270,7 +295,8 @@ def _button(book: ApprovalBook, connection: Redis, slack: Slack, verb: str):
     def listener(ack, body: dict) -> None:
         ack()
         user_id, channel_id = _user(body), _channel(body)
-        request_id = (body.get("actions") or [{}])[0].get("value", "")
+        request_id = _clicked(body).get("value")
+        request_id = request_id if isinstance(request_id, str) else ""
         decision = getattr(book, verb)(request_id, user_id)
         log.info("button", verb=verb, user=user_id, ok=decision.ok, state=decision.state)
         if not decision.ok:

@@ -6,6 +6,7 @@ import actions
 from bot.grammar import Command, help_text
 
 
+STATE_UNAVAILABLE = "irbot could not reach its state store (Redis); nothing was decided. Try again in a moment."
 NO_WORKER = ("Queued; no worker is running right now, so nothing will happen until one starts "
              "(whoever runs irbot: start `irbot worker`).")
 

@@ -50,6 +50,11 @@ class Slack:
         WebhookClient(response_url).send(text=text, blocks=blocks, response_type="in_channel", replace_original=False)
         return None
 
+    def post_card(self, channel: str, text: str, blocks: list[dict]) -> tuple[str, str]:
+        """Post and return (channel ID, ts) as Slack gives them: a card to update later needs the ID, not a name."""
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False)
+        return response["channel"], response["ts"]
+
     def reply(self, request: CommandRequest, text: str, blocks: list[dict] | None = None) -> str | None:
         """Post in the channel a request came from."""
         return self.post(request.channel_id, text, blocks, response_url=request.response_url)

@@ -54,9 +54,9 @@ def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed
             p = r["params"]
             lines.append(f"| {p['key'].rsplit('/', 1)[-1]} | `{p['sha256']}` | {p.get('size')} | `{p['key']}` (version {p.get('version_id')}) |")
     for r in records:
-        if r["action"] == "target.finished" and r["outcome"] == "complete" and r["params"].get("sha256"):
+        if r["action"].endswith(".custody") and r["outcome"] == "complete":
             p = r["params"]
-            lines.append(f"| {p.get('command')} of {r.get('target')} | `{p.get('sha256')}` | {p.get('bytes')} | `{p.get('s3')}` (version {p.get('version_id')}) |")
+            lines.append(f"| {r['action'].removesuffix('.custody')} of {r.get('target')} | `{p.get('sha256')}` | {p.get('bytes')} | `{p.get('s3')}` (version {p.get('version_id')}) |")
     seq, digest = head
     lines += ["", "## Audit chain", "", f"Head: record #{seq}, sha256 `{digest}`; sealed to the evidence bucket up to #{sealed}.",
               "Check it with `irbot audit verify`.", ""]

@@ -102,7 +102,9 @@ def summarise(records: list[dict]) -> dict:
                 targets.setdefault(target, [])
                 if state not in targets[target]:
                     targets[target].append(state)
-        if r["action"] == "target.finished" and r.get("outcome") == "complete" and spec:
-            targets.setdefault(r.get("target", ""), []).append(spec.state_for(params.get("options") or {}) or "done")
+        custodian = actions.get(r["action"].removesuffix(".custody")) if r["action"].endswith(".custody") else None
+        if custodian and r.get("outcome") == "complete":
+            # A fan-out target's own record ("<action>.custody"): what the action makes of that target.
+            targets.setdefault(r.get("target", ""), []).append(custodian.state_for({}) or "done")
     waiting = [f"/ir {e['command']} {e['target']}" for e in requests.values() if e["pending"] and not e["ended"]]
     return {"targets": targets, "keys_revoked": keys_revoked, "waiting": waiting, "evidence": evidence}

@@ -180,8 +180,8 @@ class FindingsConsumer:
         if seen.get(b"ts"):
             self.slack.update(seen[b"channel"].decode(), seen[b"ts"].decode(), text, blocks, quiet=False)
         else:
-            ts = self.slack.post(self.channel, text, blocks)
-            self.connection.hset(key, mapping={"ts": ts, "channel": self.channel})
+            channel, ts = self.slack.post_card(self.channel, text, blocks)
+            self.connection.hset(key, mapping={"ts": ts, "channel": channel})
         self.connection.hset(key, "arrivals", arrivals)
         self.connection.expire(key, 90 * 24 * 3600)
         log.info("finding posted", finding=finding.id, type=finding.type, severity=finding.severity, count=finding.count)

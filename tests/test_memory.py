@@ -60,7 +60,7 @@ def no_uploads_left() -> bool:
 
 
 def custody_records(redis_conn) -> list[dict]:
-    return [r for r in AuditTrail(redis_conn).records() if r["action"] == "target.finished"]
+    return [r for r in AuditTrail(redis_conn).records() if r["action"] == "memory.custody"]
 
 
 def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys(memory_env, sshd, memory_source, redis_conn, slack):
@@ -205,3 +205,27 @@ def test_a_target_is_reached_through_the_bastion_when_one_is_set(memory_env, ssh
     [key] = images()
     assert boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read() == memory_source.read_bytes()[:MiB]
     assert sshd.log.read_text(errors="replace").count("direct-tcpip") > tunnels_before  # it went through the bastion
+
+
+def test_a_target_whose_worker_died_ends_the_batch_through_rqs_failure_callback(memory_env, sshd, redis_conn, slack):
+    """RQ calls a job's on_failure callback with AbandonedJobError when its worker died; the batch still ends, once."""
+    from rq.exceptions import AbandonedJobError
+    from rq.job import Job
+
+    from workers.batches import active_key, target_ended_badly
+
+    request = CommandRequest(command="memory", targets=(sshd.target(),), options={}, user_id=RESPONDER, channel_id=CHANNEL, incident=CHANNEL)
+    book = ApprovalBook(redis_conn, AuditTrail(redis_conn), responders={RESPONDER}, approvers={SECOND_RESPONDER})
+    book.open(request)
+    prepare_request(request.id)
+    book.approve(request.id, SECOND_RESPONDER)
+    assert execute_request(request.id)["state"] == "running"
+    job = Job.fetch(f"target-{request.id}-0", connection=redis_conn, serializer=SERIALIZER)
+    redis_conn.set(active_key(sshd.target()), request.id)  # the capture had started on the dead worker
+    target_ended_badly(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
+    job.delete()  # the dead worker's job is gone; only the callback's ending is left to run
+    SimpleWorker(queues(redis_conn), connection=redis_conn, serializer=SERIALIZER).work(burst=True, logging_level="ERROR")
+    ended = book.get(request.id)
+    assert ended.state == "failed" and "its worker died before it finished" in ended.steps[0]["detail"]
+    assert redis_conn.get(active_key(sshd.target())) is None  # a stop of that host no longer waits for it
+    assert [r["action"] for r in AuditTrail(redis_conn).records()].count("job.finished") == 1

@@ -133,7 +133,7 @@ def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_a
     clicked = send(block_action(SECOND_RESPONDER, "ir_approve", "0123456789ab"))
     assert clicked.status == 200
     slack.wait_for(lambda s: s.ephemerals(SECOND_RESPONDER))
-    assert "could not reach its job queue (Redis)" in slack.ephemerals(SECOND_RESPONDER)[0]
+    assert "could not reach its state store (Redis); nothing was decided" in slack.ephemerals(SECOND_RESPONDER)[0]
     assert slack.ephemerals(RESPONDER) == []
 
 
@@ -150,3 +150,23 @@ def test_with_no_worker_alive_the_requester_is_told_at_once(irbot_env, slack, re
     answer = app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
     text = json.loads(answer.body)["text"]
     assert "queued as request" in text and "no worker is running right now" in text
+
+
+def test_interaction_bodies_of_the_wrong_shape_are_answered_not_crashed_on(irbot_env, slack):
+    from urllib.parse import urlencode
+
+    from slack_bolt.request import BoltRequest
+
+    from bot.app import create_app
+    from core.queues import connect
+    from core.settings import load
+    from tests.helpers import signed_headers
+
+    app = create_app(load(__import__("os").environ, "serve"), connect(irbot_env["REDIS_URL"]))
+    for payload in ({"type": "block_actions", "user": "U0ALICE01", "actions": "approve", "channel": ["C0INCIDENT"]},
+                    {"type": "block_actions", "user": {"id": 7}, "actions": [{"action_id": "ir_request_isolate", "value": 12}]},
+                    {"type": "block_actions", "user": {"id": "U0ALICE01"}, "actions": [{"action_id": "ir_request_isolate", "value": "[1]"}]},
+                    {"type": "block_actions", "user": {"id": "U0ALICE01"}, "actions": [{"action_id": "ir_approve", "value": {"x": 1}}]}):
+        body = urlencode({"payload": json.dumps(payload)})
+        answer = app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
+        assert answer.status in (200, 404), (payload, answer.status)
