@@ -28,7 +28,7 @@ from chat import cards, messages
 from chat.directory import approver_group
 from chat.slack import Slack
 from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
-from core.audit import AuditTrail
+from core.audit import AuditTrail, trail_for
 from core.incidents import Incident, IncidentBook, summarise
 from core.logs import get_logger
 from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers
@@ -109,7 +109,7 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         request_verification_enabled=not settings.socket_mode,
         listener_executor=ContextCopyingExecutor(max_workers=10),
     )
-    book = book_from_settings(settings, connection, approver_group(settings, slack.client))
+    book = book_from_settings(settings, connection, approver_group(settings, slack.client), trail_for(settings, connection))
 
     @app.use
     def start_request(body: dict, context, next) -> BoltResponse | None:  # noqa: A002 (Bolt's name)

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)")
     policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET", "EVIDENCE-BUCKET"), help="the evidence bucket (default $IR_EVIDENCE_BUCKET)")
     which = policy.add_mutually_exclusive_group()
-    which.add_argument("--process", choices=("worker", "findings", "audit"), help="only what this process calls")
+    which.add_argument("--process", choices=("serve", "worker", "findings", "audit"), help="only what this process calls")
     which.add_argument("--action", metavar="NAME", help="only what this action calls (an /ir command)")
     policy.set_defaults(run=run_iam_policy)
     return parser
@@ -187,7 +187,7 @@ def run_audit_verify(args) -> int:
 
     from actions import aws
     from actions.errors import ActionError
-    from core.audit import AUDIT_VERIFY, AuditTrail, load_batches, verify
+    from core.audit import AUDIT_VERIFY, AuditTrail, load_batches, resumptions, verify
 
     settings = load(os.environ, "audit")
     if not settings.redis_url:
@@ -209,7 +209,11 @@ def run_audit_verify(args) -> int:
             print(f"  also: {problem}")
         return 1
     where = f"and {len(batches)} sealed batches in s3://{settings.evidence_bucket}/audit/" if settings.evidence_bucket else "(IR_EVIDENCE_BUCKET not set: sealed batches not checked)"
-    print(f"audit trail intact: {seq} records in Redis {where}; head #{seq} sha256 {head}")
+    print(f"audit trail intact: {len(trail.records())} records in Redis {where}; head #{seq} sha256 {head}")
+    for note in resumptions(trail):
+        # Intact as a chain, but not whole: say what was lost, every time.
+        print(f"  note: at record #{note['seq']} ({note['time']}) the chain resumed from sealed record #{note['params']['sealed_head']}: "
+              f"{note['params']['why']}")
     return 0
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import actions
 from actions.aws import Declaration
-from core.audit import AUDIT_SEAL, AUDIT_VERIFY
+from core.audit import AUDIT_RESUME, AUDIT_SEAL, AUDIT_VERIFY
 from core.evidence import EVIDENCE
 from findings.consumer import FINDINGS
 
 # Who calls AWS, per process: the bucket-bound declarations apart from the rest.
-BUCKET_CALLERS = {"worker": (EVIDENCE, AUDIT_SEAL), "audit": (AUDIT_VERIFY,), "findings": ()}
-OTHER_CALLERS = {"findings": (FINDINGS,), "worker": (), "audit": ()}
+BUCKET_CALLERS = {"serve": (AUDIT_RESUME,), "worker": (EVIDENCE, AUDIT_SEAL, AUDIT_RESUME), "audit": (AUDIT_VERIFY,), "findings": ()}
+OTHER_CALLERS = {"findings": (FINDINGS,), "serve": (), "worker": (), "audit": ()}
 
 
 def _statement(sid: str, declarations: list[Declaration], resource) -> dict | None:

@@ -327,11 +327,12 @@ class ApprovalBook:
         return f"Request {pending.id} is {state}, so it can't be {verb}."
 
 
-def book_from_settings(settings, connection: Redis, group_members: Callable[[], Iterable[str]] | None = None) -> ApprovalBook:
+def book_from_settings(settings, connection: Redis, group_members: Callable[[], Iterable[str]] | None = None,
+                       audit: AuditTrail | None = None) -> ApprovalBook:
     """The approval book as configured; ``group_members`` reads the approver group (chat.directory)."""
     return ApprovalBook(
         connection,
-        AuditTrail(connection),
+        audit or AuditTrail(connection),
         responders=settings.responders,
         approvers=settings.approvers,
         group_members=group_members,

@@ -12,21 +12,28 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+import boto3
 from redis import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
+
+from actions import aws
+from actions.errors import ActionError
 
 from actions.aws import Declaration, call
 
-LOG = "irbot:audit:log"  # list of records, record N at index N-1
+LOG = "irbot:audit:log"  # list of records, record N at index N-1-base
 HEAD = "irbot:audit:head"  # hash: seq, hash of the newest record
+BASE = "irbot:audit:base"  # hash: seq, hash of the record before the log's first (a sealed head the chain resumed from)
 SEALED = "irbot:audit:sealed"  # seq of the newest sealed record
+RESUME_LOCK = "irbot:audit:resume-lock"
 SEAL_LOCK = "irbot:audit:seal-lock"
 GENESIS = "0" * 64
 BATCH_PREFIX = "audit/"
 
-# What sealing and checking the trail may call in the evidence bucket (see actions.aws).
+# What sealing, resuming and checking the trail may call in the evidence bucket (see actions.aws).
+AUDIT_RESUME = Declaration("the audit trail's resume", frozenset({"s3:ListBucket", "s3:GetObject"}))
 AUDIT_SEAL = Declaration("the audit sealer", frozenset({"s3:GetBucketObjectLockConfiguration", "s3:PutObject", "s3:PutObjectRetention"}))
 AUDIT_VERIFY = Declaration("irbot audit verify", frozenset({"s3:ListBucketVersions", "s3:GetObject", "s3:GetObjectVersion"}))
 
@@ -66,12 +73,52 @@ class Seal:
     url: str
 
 
+class AuditUnavailable(RedisError):
+    """The trail can't be written: Redis lost it and its sealed head can't be read. Nothing is recorded, so nothing runs."""
+
+
 class AuditTrail:
-    def __init__(self, connection: Redis):
+    """``sealed_head`` reads the newest sealed record's (seq, hash) from the evidence bucket, or None
+    when nothing is sealed: with it, a trail whose Redis lost its records continues from there."""
+
+    def __init__(self, connection: Redis, sealed_head: Callable[[], tuple[int, str] | None] | None = None):
         self.connection = connection
+        self.sealed_head = sealed_head
+
+    def _resume_if_lost(self) -> None:
+        """Redis holds no chain head: a new trail, or one whose records Redis lost. Never restart at 1 over
+        sealed batches: continue from the newest sealed record, and say so in the chain itself."""
+        if self.sealed_head is None or self.connection.exists(HEAD):
+            return
+        with self.connection.lock(RESUME_LOCK, timeout=60, blocking_timeout=30):
+            if self.connection.exists(HEAD):
+                return
+            try:
+                sealed = self.sealed_head()
+            except ActionError as exc:
+                # Starting again at 1 would write over the sealed chain's numbers: refuse instead.
+                raise AuditUnavailable(f"Redis holds no audit records and the sealed ones can't be read: {exc}") from exc
+            if sealed is None:
+                return  # nothing sealed yet: a new trail starts at 1
+            seq, digest = sealed
+            with self.connection.pipeline() as pipe:
+                pipe.hset(HEAD, mapping={"seq": seq, "hash": digest})
+                pipe.hset(BASE, mapping={"seq": seq, "hash": digest})
+                pipe.set(SEALED, seq)
+                pipe.execute()
+        self.append(incident="-", actor="irbot", action="audit.resumed", target=f"#{seq}",
+                    params={"sealed_head": seq, "hash": digest,
+                            "why": "Redis held no audit records; whatever was recorded after the sealed head was lost with them"},
+                    outcome="resumed")
+
+    def base(self) -> tuple[int, str]:
+        """The record the log in Redis follows: (0, genesis) unless the chain resumed from a sealed head."""
+        found = self.connection.hgetall(BASE)
+        return int(found.get(b"seq", 0)), found.get(b"hash", GENESIS.encode()).decode()
 
     def append(self, *, incident: str, actor: str, action: str, target: str = "", params: dict | None = None, outcome: str = "") -> dict:
         """Add one record at the end of the chain; safe with any number of writers."""
+        self._resume_if_lost()
         with self.connection.pipeline() as pipe:
             while True:
                 try:
@@ -103,18 +150,22 @@ class AuditTrail:
         head = self.connection.hgetall(HEAD)
         return int(head.get(b"seq", 0)), head.get(b"hash", GENESIS.encode()).decode()
 
-    def records(self, first: int = 1, last: int = -1) -> list[dict]:
-        """Records ``first``..``last`` (1-based, inclusive; -1 is the newest)."""
-        raw = self.connection.lrange(LOG, first - 1, last if last == -1 else last - 1)
+    def records(self, first: int | None = None, last: int = -1) -> list[dict]:
+        """Records ``first``..``last`` (by seq, inclusive; default: all Redis holds; -1 is the newest)."""
+        base = self.base()[0]
+        start = max(0, (first or base + 1) - 1 - base)
+        raw = self.connection.lrange(LOG, start, last if last == -1 else last - 1 - base)
         return [json.loads(r) for r in raw]
 
     def for_incident(self, incident: str) -> list[dict]:
         seqs = [int(s) for s in self.connection.lrange(incident_index(incident), 0, -1)]
         if not seqs:
             return []
+        base = self.base()[0]
+        seqs = [seq for seq in seqs if seq > base]
         pipe = self.connection.pipeline()
         for seq in seqs:
-            pipe.lindex(LOG, seq - 1)
+            pipe.lindex(LOG, seq - 1 - base)
         return [json.loads(r) for r in pipe.execute() if r is not None]
 
     def sealed_up_to(self) -> int:
@@ -129,7 +180,8 @@ class AuditTrail:
                 return None
             batch = self.records(first, last)
             body = b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n" for r in batch)
-            key = f"{BATCH_PREFIX}{first:010d}-{last:010d}.jsonl"
+            # The head's hash in the name: no batch can ever take an earlier batch's name, whatever happened to Redis.
+            key = f"{BATCH_PREFIX}{first:010d}-{last:010d}-{head[:16]}.jsonl"
             stored = store.put(key, body, name=key, content_type="application/x-ndjson", description=f"audit records {first}-{last}")
             self.connection.set(SEALED, last)
         seal = Seal(key, first, last, head, stored.sha256, stored.url)
@@ -160,17 +212,19 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
     """
     problems: list[Break] = []
     in_redis = trail.records()
-    found = find_break(in_redis, source="redis")
+    base_seq, base_hash = trail.base()
+    found = find_break(in_redis, source="redis", prev=base_hash, expected_seq=base_seq + 1)
     if found:
         problems.append(found)
     # The head is written with every record: records cut off the end of the log show up here.
     head_seq, head_hash = trail.head()
-    last = in_redis[-1] if in_redis else {"seq": 0, "hash": GENESIS}
+    last = in_redis[-1] if in_redis else {"seq": base_seq, "hash": base_hash}
     if (last.get("seq"), last.get("hash")) != (head_seq, head_hash) and not found:
         problems.append(Break(min(head_seq, last.get("seq", 0) + 1) or 1,
                               f"the chain head says record {head_seq} comes last, but the log ends at record {last.get('seq')}: records were removed", "redis"))
 
     by_seq = {r.get("seq"): r for r in in_redis}
+    sealed_hashes: dict[int, str] = {}
     prev, expected = GENESIS, 1
     for key, body, metadata_sha in batches:
         try:
@@ -190,8 +244,16 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
             if twin is not None and twin.get("hash") != record["hash"]:
                 problems.append(Break(record["seq"], "the sealed copy and the copy in Redis differ", key))
                 break
+        sealed_hashes.update((r["seq"], r["hash"]) for r in records)
         if records:
             prev, expected = records[-1]["hash"], records[-1]["seq"] + 1
+    sealed_last = expected - 1
+    if head_seq < sealed_last and not found:
+        # Redis is behind what was sealed: it lost records (a flush, a restart without persistence).
+        problems.append(Break(head_seq + 1, f"Redis holds the chain only up to record {head_seq}, but records up to {sealed_last} "
+                                            f"were sealed: records are missing from Redis since #{head_seq + 1}", "redis"))
+    if base_seq and batches and sealed_hashes.get(base_seq) != base_hash:
+        problems.append(Break(base_seq + 1, f"the chain in Redis resumed from record {base_seq}, which no sealed batch holds as it says", "redis"))
     sealed = trail.sealed_up_to()
     if batches and expected - 1 < sealed and not any(b.source != "redis" for b in problems):
         problems.append(Break(expected, f"records up to {sealed} were sealed, but the batches end at record {expected - 1}: a batch is missing", "s3"))
@@ -238,3 +300,44 @@ def _overwritten(s3, bucket: str, key: str, original: bytes, versions: list[dict
             seq = json.loads(line).get("seq", first + index)
             return Break(seq, f"the sealed batch was written over ({len(versions)} versions) and record {seq} differs from the one sealed", key)
     return Break(first, f"the sealed batch was written over ({len(versions)} versions)", key)
+
+
+def resumptions(trail: AuditTrail) -> list[dict]:
+    """The records saying the chain resumed from a sealed head after Redis lost its records."""
+    return [r for r in trail.records() if r.get("action") == "audit.resumed"]
+
+
+def sealed_head(s3, bucket: str) -> tuple[int, str] | None:
+    """The newest sealed record's (seq, hash), read from the evidence bucket; None when nothing is sealed."""
+    keys, token = [], {}
+    while True:
+        try:
+            page = call(s3, "list_objects_v2", Bucket=bucket, Prefix=BATCH_PREFIX, **token)
+        except ActionError as exc:
+            if exc.code == "NoSuchBucket":
+                return None  # nothing was ever sealed there; the work that needs the bucket says it is missing
+            raise
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            break
+        token = {"ContinuationToken": page["NextContinuationToken"]}
+    ranges = [(int(parts[1]), key) for key in keys if len(parts := key[len(BATCH_PREFIX):].split(".")[0].split("-")) >= 2
+              and parts[1].isdigit()]
+    if not ranges:
+        return None
+    _, newest = max(ranges)
+    lines = [line for line in call(s3, "get_object", Bucket=bucket, Key=newest)["Body"].read().splitlines() if line.strip()]
+    last = json.loads(lines[-1])
+    return int(last["seq"]), last["hash"]
+
+
+def trail_for(settings, connection: Redis) -> AuditTrail:
+    """The audit trail as configured: with an evidence bucket, it resumes from the newest sealed record when Redis lost its records."""
+    if not settings.evidence_bucket:
+        return AuditTrail(connection)
+
+    def read() -> tuple[int, str] | None:
+        s3 = aws.client(boto3.Session(), "s3", settings.aws_region or "us-east-1", declared=AUDIT_RESUME)
+        return sealed_head(s3, settings.evidence_bucket)
+
+    return AuditTrail(connection, read)

@@ -127,3 +127,31 @@ def test_audit_in_the_channel_and_export_show_the_incidents_trail(run_irbot, wor
     assert records and all(r["incident"] == CHANNEL for r in records)
     assert [r["action"] for r in records][:3] == ["request.queued", "job.started", "evidence.stored"]
     assert all(r["hash"] == record_hash(r) for r in records)
+
+
+def test_redis_losing_its_records_is_never_intact_and_the_chain_continues_from_the_sealed_head(run_irbot, world, slack, redis_url):
+    irbot = run_irbot()
+    irbot.command(f"collect {world['instance']}")
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
+    irbot.settle()
+    s3 = boto3.client("s3")
+    sealed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix="audit/")["Contents"])
+    last_sealed = json.loads(s3.get_object(Bucket="ir-evidence", Key=sealed[-1])["Body"].read().splitlines()[-1])
+
+    redis.Redis.from_url(redis_url).flushall()  # Redis loses everything
+    lost = verify(irbot.env)
+    assert lost.returncode == 1, lost.stdout
+    assert f"records up to {last_sealed['seq']} were sealed: records are missing from Redis since #1" in lost.stdout
+
+    irbot.command(f"collect {world['instance']}")
+    slack.wait_for(lambda s: sum("Evidence from" in m["text"] for m in s.messages(CHANNEL)) == 2)
+    irbot.settle()
+    first = AuditTrail(redis.Redis.from_url(redis_url)).records()[0]
+    # The chain goes on from the sealed head: its number and its hash, and it says what happened.
+    assert first["action"] == "audit.resumed" and first["seq"] == last_sealed["seq"] + 1 and first["prev"] == last_sealed["hash"]
+    again = verify(irbot.env)
+    assert again.returncode == 0, again.stdout
+    assert f"the chain resumed from sealed record #{last_sealed['seq']}" in again.stdout
+    # No sealed batch was written over, and none shares another's name.
+    versions = s3.list_object_versions(Bucket="ir-evidence", Prefix="audit/")["Versions"]
+    assert len({v["Key"] for v in versions}) == len(versions) > len(sealed)

@@ -170,3 +170,11 @@ def test_interaction_bodies_of_the_wrong_shape_are_answered_not_crashed_on(irbot
         body = urlencode({"payload": json.dumps(payload)})
         answer = app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
         assert answer.status in (200, 404), (payload, answer.status)
+
+
+def test_the_bot_may_read_the_sealed_audit_head_and_nothing_else():
+    from bot.policies import policy_document
+
+    serve = policy_document("b", process="serve")
+    assert serve["Statement"] == [{"Sid": "IrbotEvidence", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
+                                   "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]}]

@@ -22,7 +22,7 @@ from chat.directory import approver_group
 from chat.slack import Slack
 from core import settings as settings_module
 from core.approvals import ApprovalBook, book_from_settings
-from core.audit import AUDIT_SEAL, AuditTrail
+from core.audit import AUDIT_SEAL, trail_for
 from core.evidence import EVIDENCE, EvidenceStore, StoredObject
 from core.logs import get_logger
 from core.queues import connect
@@ -39,8 +39,8 @@ class Runtime:
         self.settings = settings
         self.connection = connection
         self.slack = Slack.from_settings(settings)
-        self.audit = AuditTrail(connection)
-        self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client))
+        self.audit = trail_for(settings, connection)
+        self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client), self.audit)
         self.worker = f"worker:{socket.gethostname()}"
 
 
