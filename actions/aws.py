@@ -44,6 +44,7 @@ IAM_NAMES = {
     "s3:HeadBucket": "s3:ListBucket",
     "s3:ListObjectVersions": "s3:ListBucketVersions",
     "s3:ListParts": "s3:ListMultipartUploadParts",
+    "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "s3:GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "s3:PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
 }

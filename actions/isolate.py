@@ -189,6 +189,10 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
     instance_id = instance["InstanceId"]
     for eni in record["network_interfaces"]:
         def move(eni=eni) -> str:
+            if interface_groups(ec2, instance_id, eni) == [groups["untrack"]]:
+                # A run that died during its pause left the interface allow-all: its flows are untracked already, cut now.
+                set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
+                return f"{groups['untrack']} (left by an interrupted run) → {groups['isolation']} (isolation)"
             # Allow-all first turns the interface's tracked flows untracked; the empty group then drops them.
             set_interface_groups(ec2, instance_id, eni, [groups["untrack"]])
             try:

@@ -29,6 +29,13 @@ class Need(enum.Enum):
     EVENTS = "events"  # a CloudTrail event source (context.events)
 
 
+class Recovery(enum.Enum):
+    """What irbot does with a request whose worker died in the middle of it."""
+
+    RESUME = "resume"  # run it again: every step looks before it acts, so the second run finishes the first
+    FAIL = "fail"  # end it failed, listing the steps that were done
+
+
 class Reply(enum.Enum):
     """How the outcome reaches the channel."""
 
@@ -80,6 +87,7 @@ class ActionSpec:
     target_title: str = "Run on {target}"  # a fan-out target's line on the request's card
     batch_word: str = "targets"  # what a fan-out batch's targets are called in its summary
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
+    recovery: Recovery = Recovery.RESUME
 
     @property
     def options(self) -> tuple[Option, ...]:

@@ -134,16 +134,14 @@ def _slack_reason(exc: Exception) -> str:
 
 
 def run_worker(args) -> int:
-    from rq import Worker
-
     from core import logs
-    from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
+    from workers.worker import make_worker
 
     settings = load(os.environ, "worker")
     logs.configure(settings.secrets(), level=settings.log_level)
     connection = _redis(settings, blocking=True)
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
-    worker = Worker(queues(connection), connection=connection, serializer=SERIALIZER, name=name, worker_ttl=WORKER_TTL_SECONDS)
+    worker = make_worker(connection, name)
     logs.get_logger("irbot.worker").info("worker starting", queues=[q.name for q in worker.queues], burst=args.burst)
     # The scheduler runs the expiry of requests nobody approved in time.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)

@@ -112,12 +112,23 @@ class EvidenceStore:
             raise ActionError(explain(exc, service="s3", region=self.s3.meta.region_name)) from exc
         return config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
 
+    def abort_unfinished(self, prefix: str, marker: str) -> list[str]:
+        """Throw away the multipart uploads under ``prefix`` whose key holds ``marker``: a stream whose
+        writer died. Returns their keys."""
+        uploads = call(self.s3, "list_multipart_uploads", Bucket=self.bucket, Prefix=prefix).get("Uploads", [])
+        aborted = []
+        for upload in uploads:
+            if marker in upload["Key"]:
+                call(self.s3, "abort_multipart_upload", Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(upload["Key"])
+        return aborted
+
     def open_stream(self, key: str, *, name: str = "", content_type: str = "application/octet-stream", part_size: int = 64 << 20) -> "EvidenceStream":
         return EvidenceStream(self, key, name=name, content_type=content_type, part_size=part_size)
 
 
 EVIDENCE_PERMISSIONS = ("s3:GetBucketObjectLockConfiguration", "s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion",
-                        "s3:AbortMultipartUpload", "s3:ListBucketVersions", "s3:ListBucket")
+                        "s3:AbortMultipartUpload", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions", "s3:ListBucket")
 
 
 class EvidenceStream:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from redis import Redis
-from rq import Queue, Worker
+from rq import Callback, Queue, Worker
 from rq.serializers import JSONSerializer
 
 import actions
@@ -45,8 +45,11 @@ def enqueue_gated(connection: Redis, request_id: str) -> str:
 
 def enqueue_execution(connection: Redis, request_id: str) -> str:
     """Queue the execution of an approved request; the approval book lets only one run start."""
+    # If its worker dies, RQ calls these when it notices; workers.recovery resumes or ends the request.
+    died = Callback("workers.recovery.request_died")
     job = queue(connection).enqueue(
-        "workers.jobs.execute_request", request_id, job_id=f"run-{request_id}", job_timeout=60 * 60, result_ttl=30 * 24 * 3600
+        "workers.jobs.execute_request", request_id, job_id=f"run-{request_id}", job_timeout=60 * 60, result_ttl=30 * 24 * 3600,
+        on_failure=died, on_stopped=died,
     )
     return job.id
 
@@ -62,6 +65,8 @@ def enqueue(connection: Redis, request: CommandRequest) -> str:
         result_ttl=7 * 24 * 3600,
         failure_ttl=30 * 24 * 3600,
         description=f"/ir {request.command} {' '.join(request.targets)}".strip(),
+        on_failure=Callback("workers.recovery.command_died"),
+        on_stopped=Callback("workers.recovery.command_died"),
     )
     return job.id
 

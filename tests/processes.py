@@ -47,6 +47,23 @@ class Irbot:
             self.processes[name] = self._start(name)
         self.wait_until_ready()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and its RQ work horse (which runs in a process group of its own), as the OOM killer would."""
+        import signal
+
+        process = self.processes[name]
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        horses = [int(p) for p in children.read_text().split()] if children.exists() else []
+        for pid in [process.pid, *horses]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait(15)
+
+    def start_again(self, name: str) -> None:
+        self.processes[name] = self._start(name)
+
     def wait_until_ready(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

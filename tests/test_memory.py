@@ -222,10 +222,14 @@ def test_a_target_whose_worker_died_ends_the_batch_through_rqs_failure_callback(
     assert execute_request(request.id)["state"] == "running"
     job = Job.fetch(f"target-{request.id}-0", connection=redis_conn, serializer=SERIALIZER)
     redis_conn.set(active_key(sshd.target()), request.id)  # the capture had started on the dead worker
+    s3 = boto3.client("s3")  # and its stream was half-written
+    s3.create_multipart_upload(Bucket="ir-evidence", Key=f"{CHANNEL}/{sshd.target()}/20261126T000000Z-{request.id}/memory.lime")
     target_ended_badly(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
     job.delete()  # the dead worker's job is gone; only the callback's ending is left to run
     SimpleWorker(queues(redis_conn), connection=redis_conn, serializer=SERIALIZER).work(burst=True, logging_level="ERROR")
     ended = book.get(request.id)
     assert ended.state == "failed" and "its worker died before it finished" in ended.steps[0]["detail"]
     assert redis_conn.get(active_key(sshd.target())) is None  # a stop of that host no longer waits for it
+    assert no_uploads_left()  # the half-written image was thrown away
+    assert f"To try again: `/ir memory {sshd.target()}`" in ended.note
     assert [r["action"] for r in AuditTrail(redis_conn).records()].count("job.finished") == 1

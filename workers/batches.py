@@ -121,6 +121,7 @@ def target_ended_badly(job, connection: Redis, *exc_info) -> None:
     row = json.loads(connection.hget(batch_key(request_id), f"row:{target}") or "{}")
     if row.get("state") not in ENDED_STATES:
         _set_row(connection, request_id, target, state="failed", reason=f"{why} before it finished")
+        _abort_uploads(request_id, target)
     _release(connection, target, request_id)
     rows = _read_rows(connection, request_id)
     if rows and all(r.get("state") in ENDED_STATES for r in rows.values()):
@@ -146,8 +147,12 @@ def end_batch(request_id: str) -> dict:
               "outcome": "done" if t in complete else "failed",
               "detail": f"{r.get('done')} bytes, sha256 {r.get('sha256')}" if t in complete else r.get("reason", "")}
              for t, r in rows.items()]
+    note = f"{len(complete)} of {len(rows)} {spec.batch_word} complete."
+    failed = [t for t in rows if t not in complete]
+    if failed:
+        note += f" To try again: `/ir {pending.request.command} {' '.join(failed)}`."
     try:
-        finish(ctx, request_id, ok=len(complete) == len(rows), steps=steps, note=f"{len(complete)} of {len(rows)} {spec.batch_word} complete.")
+        finish(ctx, request_id, ok=not failed, steps=steps, note=note)
     except Exception:
         ctx.connection.delete(f"{key}:ended")  # let RQ's retry end it
         raise
@@ -156,6 +161,19 @@ def end_batch(request_id: str) -> dict:
     except Exception as exc:  # the progress message is a view; the request has ended
         log.error("progress redraw failed", error=type(exc).__name__)
     return {"ok": len(complete) == len(rows), "complete": complete}
+
+
+def _abort_uploads(request_id: str, target: str) -> None:
+    """A stream its dead job left open is thrown away: nothing half-written looks like evidence."""
+    ctx, pending = load(request_id)
+    if pending is None or not ctx.settings.evidence_bucket:
+        return
+    request = pending.request
+    try:
+        aborted = ctx.store.abort_unfinished(f"{request.incident or request.channel_id}/{target}/", f"-{request_id}/")
+        log.info("unfinished uploads aborted", target=target, count=len(aborted))
+    except Exception as exc:  # the batch must still end; S3 expires abandoned uploads by its own lifecycle rules too
+        log.error("could not abort unfinished uploads", target=target, error=str(exc))
 
 
 def _release(connection: Redis, target: str, request_id: str) -> None:

@@ -25,7 +25,7 @@ from core.queues import queue
 from core.request import CommandRequest
 from workers import batches
 from workers.context import JobContext, bind_logs
-from workers.running import finish, incident_changed, load, post_with_seal, run_action
+from workers.running import incident_changed, load, post_with_seal, run_action, run_started
 
 log = get_logger(__name__)
 
@@ -210,29 +210,7 @@ def execute_request(request_id: str) -> dict:
         if isinstance(exc, ActionError):
             return {"ok": False, "error": str(exc)}
         raise
-    steps: list[dict] = []
-
-    def on_step(step):
-        steps.append(step.to_dict())
-        ctx.record("step", step.outcome.value, step=step.name, title=step.title, detail=step.detail)
-        current = ctx.book.get(request_id)
-        current.steps = steps
-        cards.redraw_request(ctx.slack, current)
-
-    try:
-        result = run_action(ctx, spec, ctx.request.targets[0], dry_run=False, steps=StepLog(on_step), approvers=decision.request.approvers)
-        for artefact in result.artefacts:
-            ctx.keep(artefact)
-        ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
-        note = "\n".join(result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept])
-    except ActionError as exc:
-        ok, note = False, str(exc)
-    except Exception:
-        log.exception("job crashed")
-        ok, note = False, f"irbot hit an internal error (request {request_id}); the worker log has the details."
-    finish(ctx, request_id, ok=ok, steps=steps, note=note)
-    log.info("request finished", ok=ok, steps=len(steps))
-    return {"ok": ok, "state": ctx.book.get(request_id).state, "steps": steps}
+    return run_started(ctx, request_id, decision.request.approvers)
 
 
 @_with_clean_logs

@@ -7,8 +7,9 @@ import json
 
 from actions.artefacts import Result
 from actions.cloudtrail import CloudTrailEvents, EventSource
+from actions.errors import ActionError
 from actions.registry import ActionSpec, Need
-from actions.steps import StepLog
+from actions.steps import Outcome, StepLog
 from chat import cards
 from core.logs import get_logger
 from workers.context import JobContext, bind_logs, runtime, state_record_key
@@ -67,3 +68,33 @@ def finish(ctx: JobContext, request_id: str, *, ok: bool, steps: list[dict], not
         pending.note = "\n".join(p for p in (pending.note, seal_line) if p)
     cards.redraw_request(ctx.slack, pending)
     incident_changed(ctx)
+
+
+def run_started(ctx: JobContext, request_id: str, approvers, *, resumed: bool = False) -> dict:
+    """Run a request the approval book has moved to running, redrawing its card as the steps finish, and end it.
+    ``resumed``: a second run after its worker died; every step looks before it acts, so it finishes the first."""
+    steps: list[dict] = []
+
+    def on_step(step):
+        steps.append(step.to_dict())
+        ctx.record("step", step.outcome.value, step=step.name, title=step.title, detail=step.detail)
+        current = ctx.book.get(request_id)
+        current.steps = steps
+        cards.redraw_request(ctx.slack, current)
+
+    try:
+        result = run_action(ctx, ctx.spec, ctx.request.targets[0], dry_run=False, steps=StepLog(on_step), approvers=approvers)
+        for artefact in result.artefacts:
+            ctx.keep(artefact)
+        ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
+        note = "\n".join(result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept])
+    except ActionError as exc:
+        ok, note = False, str(exc)
+    except Exception:
+        log.exception("job crashed")
+        ok, note = False, f"irbot hit an internal error (request {request_id}); the worker log has the details."
+    if resumed:
+        note = "\n".join(p for p in ("Resumed after the worker running it died: every step was run again, each looking before it acted.", note) if p)
+    finish(ctx, request_id, ok=ok, steps=steps, note=note)
+    log.info("request finished", ok=ok, steps=len(steps), resumed=resumed)
+    return {"ok": ok, "state": ctx.book.get(request_id).state, "steps": steps}
