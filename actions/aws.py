@@ -75,8 +75,8 @@ def declare(session: boto3.Session, declaration: Declaration) -> boto3.Session:
     return session
 
 
-def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None):
-    aws_client = session.client(service, region_name=region, config=CLIENT_CONFIG)
+def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None, config: Config | None = None):
+    aws_client = session.client(service, region_name=region, config=CLIENT_CONFIG.merge(config) if config else CLIENT_CONFIG)
     check_file = os.environ.get(CHECK_VARIABLE)
     if check_file:
         declaration = declared or getattr(session, "irbot_declaration", None)

@@ -9,8 +9,13 @@ from datetime import datetime
 from typing import Protocol
 
 import boto3
+from botocore.config import Config
 
 from actions.aws import call, client
+
+# Fewer attempts than irbot's other calls: a failing lookup costs only the events of its region (the
+# rest of a hunt goes on and says what couldn't be searched), and it is paced at 2 requests/s anyway.
+LOOKUP_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
 class EventSource(Protocol):
@@ -38,7 +43,7 @@ class CloudTrailEvents:
             self._last[region] = time.monotonic()
 
     def lookup(self, session: boto3.Session, region: str, access_key_id: str, since: datetime) -> list[dict]:
-        trail = client(session, "cloudtrail", region)
+        trail = client(session, "cloudtrail", region, config=LOOKUP_CONFIG)
         events, token = [], None
         while True:
             self._wait_turn(region)

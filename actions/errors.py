@@ -73,7 +73,9 @@ def explain(exc: BaseException, *, service: str = "", region: str = "") -> str:
                 f"AWS did not accept irbot's credentials{where} ({code}): they may be wrong or expired, "
                 f"or the region may not be enabled for this account."
             )
-        detail = f": {message}" if message else ""
+        if code.isdigit():  # no AWS error document, only an HTTP status (a proxy, an outage, an endpoint without the call)
+            return f"AWS answered {iam_action}{where} with HTTP {code} and no error code; run the command again later."
+        detail = f": {_one_line(message)}" if _one_line(message) else ""
         return f"AWS refused {iam_action}{where} ({code}){detail}"
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return "irbot has no usable AWS credentials: set them the way boto3 reads them (environment, profile or instance role)."
@@ -86,3 +88,22 @@ def explain(exc: BaseException, *, service: str = "", region: str = "") -> str:
     if isinstance(exc, BotoCoreError):
         return f"The AWS client failed{where}: {type(exc).__name__}."
     return f"Unexpected failure{where}: {type(exc).__name__}."
+
+
+def _one_line(message: str) -> str:
+    """AWS's own message, as one short line; never a page of HTML or XML."""
+    if message.lstrip().startswith("<"):
+        return ""
+    line = " ".join(message.split())
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def reason(exc: ActionError) -> str:
+    """Why a call failed, in a few words, for a summary line."""
+    if exc.code in DENIED_CODES:
+        return "access denied by policy"
+    if exc.code in BAD_CREDENTIAL_CODES or exc.code in ("OptInRequired", "InvalidClientTokenId"):
+        return "region not enabled for this account"
+    if exc.code in THROTTLING_CODES:
+        return "throttled"
+    return str(exc)

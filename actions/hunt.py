@@ -11,7 +11,7 @@ from actions.artefacts import Result, json_artefact
 from actions.aws import call, client, paginate
 from actions.cloudtrail import EventSource
 from actions.context import RunContext
-from actions.errors import ActionError
+from actions.errors import ActionError, reason
 from actions.registry import Need, Option, Risk, action
 from actions.steps import Outcome, StepLog
 
@@ -41,17 +41,18 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
 
     quiet = []
     with ThreadPoolExecutor(max_workers=max_parallel) as pool:
-        for name, found, seen, error in pool.map(lambda r: _search_region(session, r, key_id, start, events), regions):
-            if error:
-                steps.add(f"region:{name}", f"Search {name}", Outcome.FAILED, error)
-                continue
+        for name, found, seen, gaps in pool.map(lambda r: _search_region(session, r, key_id, start, events), regions):
             findings.extend(found)
             events_seen.extend(seen)
-            if not found and not seen:
+            if not found and not seen and not gaps:
                 quiet.append(name)
                 continue
-            steps.add(f"region:{name}", f"Search {name}", Outcome.DONE,
-                      f"{_count(len(seen), 'event')} by the key, {_count(len(found), 'resource')} made since {start.date()}")
+            if found or seen:
+                steps.add(f"region:{name}", f"Search {name}", Outcome.DONE,
+                          f"{_count(len(seen), 'event')} by the key, {_count(len(found), 'resource')} made since {start.date()}")
+            if gaps:
+                # One line a region: what couldn't be searched there, and why.
+                steps.add(f"region:{name}:gaps", f"Search {name}", Outcome.FAILED, "couldn't search " + "; ".join(gaps))
     if quiet:
         steps.add("regions:quiet", f"Search {_count(len(quiet), 'other region')}", Outcome.DONE,
                   f"nothing by the key or made since {start.date()} in {', '.join(quiet)}")
@@ -75,35 +76,43 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
 
 
 def _search_region(session, region: str, key_id: str, start: datetime, events: EventSource | None):
-    try:
-        seen = events.lookup(session, region, key_id, start) if events else []
-        by_key = {name for e in seen for _, name in e["resources"] if name}
-        ec2 = client(session, "ec2", region)
-        found = []
-        for reservation in paginate(ec2, "describe_instances", "Reservations"):
-            for inst in reservation["Instances"]:
-                launched = inst.get("LaunchTime")
-                if launched and launched >= start and inst["State"]["Name"] != "terminated":
-                    found.append(_finding("instance", inst["InstanceId"], region, launched, inst["InstanceId"] in by_key,
-                                          f"{inst.get('InstanceType')} {inst['State']['Name']}, launched {launched:%Y-%m-%d %H:%M} UTC"))
-        for pair in call(ec2, "describe_key_pairs")["KeyPairs"]:
-            created = pair.get("CreateTime")
-            if created and created >= start:
-                found.append(_finding("key-pair", pair["KeyName"], region, created, pair["KeyName"] in by_key, "EC2 key pair"))
-        # Security groups carry no creation time: only CloudTrail can say the key made one.
-        for event in seen:
-            if event["name"] == "CreateSecurityGroup":
-                group = (event["event"].get("responseElements") or {}).get("groupId") or next((n for t, n in event["resources"] if n and n.startswith("sg-")), None)
-                if group:
-                    found.append(_finding("security-group", group, region, event["time"], True, "created by the key"))
-        lam = client(session, "lambda", region)
-        for function in paginate(lam, "list_functions", "Functions"):
-            modified = _parse(function.get("LastModified"))
-            if modified and modified >= start:
-                found.append(_finding("lambda-function", function["FunctionName"], region, modified, function["FunctionName"] in by_key, "Lambda function changed"))
-        return region, found, seen, None
-    except ActionError as exc:
-        return region, [], [], str(exc)
+    """What one region shows. Each lookup is independent: one that fails costs only its own part,
+    and the region's result says which parts couldn't be searched, and why."""
+    gaps: list[str] = []
+    found: list[dict] = []
+
+    def part(what: str, read):
+        try:
+            return read()
+        except ActionError as exc:
+            gaps.append(f"{what} ({reason(exc)})")
+            return None
+
+    seen = part("CloudTrail events", lambda: events.lookup(session, region, key_id, start) if events else []) or []
+    by_key = {name for e in seen for _, name in e["resources"] if name}
+    ec2 = client(session, "ec2", region)
+    for reservation in part("instances", lambda: paginate(ec2, "describe_instances", "Reservations")) or []:
+        for inst in reservation["Instances"]:
+            launched = inst.get("LaunchTime")
+            if launched and launched >= start and inst["State"]["Name"] != "terminated":
+                found.append(_finding("instance", inst["InstanceId"], region, launched, inst["InstanceId"] in by_key,
+                                      f"{inst.get('InstanceType')} {inst['State']['Name']}, launched {launched:%Y-%m-%d %H:%M} UTC"))
+    for pair in (part("key pairs", lambda: call(ec2, "describe_key_pairs")) or {}).get("KeyPairs", []):
+        created = pair.get("CreateTime")
+        if created and created >= start:
+            found.append(_finding("key-pair", pair["KeyName"], region, created, pair["KeyName"] in by_key, "EC2 key pair"))
+    # Security groups carry no creation time: only CloudTrail can say the key made one.
+    for event in seen:
+        if event["name"] == "CreateSecurityGroup":
+            group = (event["event"].get("responseElements") or {}).get("groupId") or next((n for t, n in event["resources"] if n and n.startswith("sg-")), None)
+            if group:
+                found.append(_finding("security-group", group, region, event["time"], True, "created by the key"))
+    lam = client(session, "lambda", region)
+    for function in part("Lambda functions", lambda: paginate(lam, "list_functions", "Functions")) or []:
+        modified = _parse(function.get("LastModified"))
+        if modified and modified >= start:
+            found.append(_finding("lambda-function", function["FunctionName"], region, modified, function["FunctionName"] in by_key, "Lambda function changed"))
+    return region, found, seen, gaps
 
 
 def _iam_findings(iam, start: datetime, seen: list[dict]) -> list[dict]:

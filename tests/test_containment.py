@@ -309,3 +309,25 @@ def test_isolate_warns_where_connections_may_stay_tracked(containment, slack, re
     card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])
     assert f"Connections through NAT gateway {nat} may stay tracked" in card["text"]
     assert any(f"NAT gateway {nat}" in e["text"] for b in card["blocks"] if b["type"] == "context" for e in b["elements"])
+
+
+def test_hunt_key_with_the_real_cloudtrail_client_reports_what_it_found_where_lookupevents_fails(containment, slack, redis_conn):
+    """moto's server lacks LookupEvents (HTTP 500, an HTML page): each region loses only its events."""
+    from actions.cloudtrail import CloudTrailEvents
+
+    assert isinstance(running.EVENT_SOURCE, CloudTrailEvents)  # the real client, not a stand-in
+    leaked = containment["keys"][0]
+    attacker = boto3.Session(aws_access_key_id=leaked["AccessKeyId"], aws_secret_access_key=leaked["SecretAccessKey"])
+    ec2 = attacker.client("ec2", region_name="eu-west-1")
+    instance_id = ec2.run_instances(ImageId=amazon_image(ec2), InstanceType="c5.9xlarge", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2.create_key_pair(KeyName="backdoor")
+
+    outcome = run_command(request("hunt-key", leaked["AccessKeyId"], since=datetime.now(timezone.utc).date().isoformat()).to_dict())
+    found = {(f["kind"], f["id"], f["region"]) for f in outcome["facts"]["findings"]}
+    assert ("instance", instance_id, "eu-west-1") in found and ("key-pair", "backdoor", "eu-west-1") in found
+    gaps = [s for s in outcome["steps"] if s["name"].endswith(":gaps")]
+    assert {s["name"] for s in gaps} >= {"region:eu-west-1:gaps", "region:us-east-1:gaps"}
+    assert all(s["detail"].startswith("couldn't search CloudTrail events (AWS answered cloudtrail:LookupEvents in ") for s in gaps)
+    assert len(gaps) == len({s["name"] for s in gaps})  # one line a region
+    text = " ".join(m["text"] + json.dumps(m.get("blocks")) for m in slack.messages(CHANNEL))
+    assert instance_id in text and "html" not in text.lower() and "<?xml" not in text
