@@ -26,12 +26,13 @@ from bot import views
 from bot.grammar import UsageError, parse
 from chat import cards, messages
 from chat.directory import approver_group
+from chat.outbox import Outbox
 from chat.slack import Slack
 from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
 from core.audit import AuditTrail, trail_for
 from core.incidents import Incident, IncidentBook, summarise
 from core.logs import get_logger
-from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers
+from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers, schedule_outbox_delivery
 from core.request import CommandRequest
 from core.settings import Settings
 
@@ -101,7 +102,9 @@ def _json_response(reply: dict) -> BoltResponse:
 
 
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
-    slack = Slack(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url))
+    # The bot redraws cards the workers posted, which may still wait in the outbox: it shares the outbox.
+    slack = Slack(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
+                  Outbox(connection), lambda: schedule_outbox_delivery(connection))
     app = App(
         client=slack.client,
         signing_secret=settings.slack_signing_secret,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from redis import Redis
 from rq import Callback, Queue, Worker
 from rq.serializers import JSONSerializer
@@ -79,3 +81,9 @@ def enqueue_incident_job(connection: Redis, job: str, data: dict, job_id: str) -
 def live_workers(connection: Redis) -> int:
     """How many `irbot worker` processes have sent a heartbeat within WORKER_TTL_SECONDS."""
     return len(Worker.all(connection=connection))
+
+
+def schedule_outbox_delivery(connection: Redis, seconds: int = 5) -> None:
+    """Have a worker try the Slack outbox again in ``seconds`` (one such job scheduled at a time)."""
+    if connection.set("irbot:outbox:scheduled", 1, nx=True, ex=seconds + 30):
+        queue(connection).enqueue_in(timedelta(seconds=seconds), "workers.delivery.deliver_outbox", result_ttl=600)

@@ -146,6 +146,10 @@ class FakeSlack:
             self.calls.append(Call(method, params))
             self._changed.notify_all()
 
+    def outage(self, seconds: float, methods: tuple[str, ...] = ("chat.postMessage", "chat.update")) -> None:
+        """Answer ``methods`` with HTTP 503 for ``seconds``, as during a Slack incident."""
+        self.down_until, self.down_methods = time.time() + seconds, methods
+
     def rate_limit(self, method: str, *retry_after: int) -> None:
         """Answer the next calls of ``method`` with HTTP 429 and these Retry-After values, as Slack does."""
         self.rate_limited.setdefault(method, []).extend(retry_after)
@@ -162,6 +166,9 @@ class FakeSlack:
         if not expected or token != expected:
             self._record(method + ":refused", {})
             return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method in getattr(self, "down_methods", ()) and time.time() < self.down_until:
+            self._record(method + ":unavailable", {})
+            return 503, {"ok": False, "error": "service_unavailable"}, {}
         if self.rate_limited.get(method):
             self._record(method + ":rate-limited", {})
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(self.rate_limited[method].pop(0))}

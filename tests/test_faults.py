@@ -55,3 +55,31 @@ def test_a_worker_killed_while_the_interface_is_allow_all_is_noticed_and_the_iso
     assert trail.count("job.resumed") == 1 and trail.count("job.finished") == 1
     verified = subprocess.run([IRBOT, "audit", "verify"], env=irbot.env, capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_slack_outage_during_a_collect_fails_nothing_and_every_digest_reaches_the_channel_once_slack_is_back(run_irbot, world, slack, redis_url):
+    from rq.job import Job
+
+    from core.queues import SERIALIZER
+
+    irbot = run_irbot()
+    slack.outage(20)  # chat.postMessage and chat.update answer 503 for 20 s
+    started = time.monotonic()
+    status, reply, _ = irbot.command(f"collect {world['instance']}")
+    assert status == 200
+    request_id = re.search(r"request `([0-9a-f]{12})`", reply["text"]).group(1)
+    connection = redis.Redis.from_url(redis_url)
+    job = wait_until(lambda: (j := Job.fetch(f"ir-{request_id}", connection=connection, serializer=SERIALIZER)).get_status() in ("finished", "failed") and j)
+    assert job.get_status() == "finished" and time.monotonic() - started < 20  # the job ended while Slack was down, and did not fail
+    assert slack.calls_to("chat.postMessage:unavailable") and not slack.messages(CHANNEL)
+
+    message = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m["text"]), None), timeout=90)
+    s3 = boto3.client("s3")
+    prefix = f"{CHANNEL}/{world['instance']}/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix=prefix)["Contents"]]
+    assert len(keys) >= 6
+    for key in keys:
+        digest = s3.head_object(Bucket="ir-evidence", Key=key)["Metadata"]["sha256"]
+        assert digest in message["text"] or key.endswith("manifest.json")
+    assert sum("Evidence from" in m["text"] for m in slack.messages(CHANNEL)) == 1  # delivered once
+    assert connection.llen("irbot:outbox") == 0

@@ -19,13 +19,14 @@ from actions.context import RunContext
 from actions.memory import MemorySettings
 from actions.registry import ActionSpec
 from chat.directory import approver_group
+from chat.outbox import Outbox
 from chat.slack import Slack
 from core import settings as settings_module
 from core.approvals import ApprovalBook, book_from_settings
 from core.audit import AUDIT_SEAL, trail_for
 from core.evidence import EVIDENCE, EvidenceStore, StoredObject
 from core.logs import get_logger
-from core.queues import connect
+from core.queues import connect, schedule_outbox_delivery
 from core.request import CommandRequest
 from core.settings import Settings
 
@@ -38,7 +39,7 @@ class Runtime:
     def __init__(self, settings: Settings, connection: Redis):
         self.settings = settings
         self.connection = connection
-        self.slack = Slack.from_settings(settings)
+        self.slack = Slack.from_settings(settings, Outbox(connection), lambda: schedule_outbox_delivery(connection))
         self.audit = trail_for(settings, connection)
         self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client), self.audit)
         self.worker = f"worker:{socket.gethostname()}"
