@@ -205,23 +205,30 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
 def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict, request_id: str) -> dict:
     """The reply to one /ir from a responder; queues the work when the command is valid and allowed.
     A RedisError goes up to the app's error handler."""
+    return submit(settings, connection, book, payload, request_id)[0]
+
+
+def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict, request_id: str,
+           break_glass: dict | None = None) -> tuple[dict, CommandRequest | None]:
+    """The reply to one command text, and the request it queued (None when it queued none).
+    Slack's /ir and the break-glass command line both come through here."""
     user_id = payload.get("user_id", "")
     channel_id = payload.get("channel_id", "")
     try:
         command = parse(payload.get("text") or "")
     except UsageError as exc:
         log.info("refused: usage error", user=user_id, reason=str(exc))
-        return views.ephemeral(str(exc))
+        return views.ephemeral(str(exc)), None
     if command.name == "help":
         gated = {name for name, spec in actions.REGISTRY.items() if spec.risk is Risk.CHANGE}
-        return views.help_reply(available_commands(), gated)
+        return views.help_reply(available_commands(), gated), None
     if command.name not in available_commands():
-        return views.not_available(command)
+        return views.not_available(command), None
     incidents = IncidentBook(connection)
     declared = incidents.for_channel(channel_id)
     incident_id = declared.id if declared else channel_id
     if command.name in INCIDENT_COMMANDS:
-        return _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id)
+        return _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id), None
 
     options = dict(command.options)
     if settings.aws_region:
@@ -238,23 +245,25 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
         team_id=payload.get("team_id", ""),
         response_url=payload.get("response_url", ""),
         incident=incident_id,
+        break_glass=break_glass or {},
     )
     gated = actions.get(command.name).risk is Risk.CHANGE and not command.options.get("dry_run")
     if gated:
         decision = book.open(request)
         if not decision.ok:
-            return views.ephemeral(decision.reason)
+            return views.ephemeral(decision.reason), None
         job_id = enqueue_gated(connection, request.id)
     else:
         book.audit.append(incident=request.incident, actor=user_id, action="request.queued", target=" ".join(request.targets),
-                          params={"request": request.id, "command": request.command, "options": request.options}, outcome="queued")
+                          params={"request": request.id, "command": request.command, "options": request.options,
+                                  **({"break_glass": request.break_glass} if request.break_glass else {})}, outcome="queued")
         job_id = enqueue(connection, request)
     log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
     reply = views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
     if live_workers(connection) == 0:
         # Said at once, not discovered by waiting: the work is safe in the queue until a worker starts.
         reply["text"] += " " + views.NO_WORKER
-    return reply
+    return reply, request
 
 
 def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:

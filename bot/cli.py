@@ -60,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
     export.set_defaults(run=run_audit_export)
     audit.set_defaults(run=lambda args: audit.print_help() or 2)
+    glass = "break glass, when Slack is down: the same grammar, responders, two-person rule and audit trail as /ir"
+    run = commands.add_parser("run", help=f"run an /ir command from here ({glass})")
+    run.add_argument("text", help='the command as typed after /ir, e.g. "isolate i-0123456789abcdef0"')
+    run.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID", help="your Slack user ID (must be in IR_RESPONDERS)")
+    run.add_argument("--reason", required=True, help="why Slack can't be used; recorded with every record this causes")
+    run.add_argument("--channel", help="the channel that gets the story once Slack answers (default $IR_ALERTS_CHANNEL)")
+    run.add_argument("--wait", type=float, default=600, metavar="SECONDS", help="how long to wait for a read-only command to end (default 600)")
+    run.set_defaults(run=lambda args: _break_glass("run", args))
+    approve = commands.add_parser("approve", help=f"approve a waiting request from here ({glass})")
+    approve.add_argument("request_id", help="the ID `irbot run` or the channel printed")
+    approve.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID", help="your Slack user ID (an approver, not the requester)")
+    approve.add_argument("--reason", required=True, help="why Slack can't be used; recorded with the approval")
+    approve.add_argument("--wait", type=float, default=3600, metavar="SECONDS", help="how long to wait for the request to end (default 3600)")
+    approve.set_defaults(run=lambda args: _break_glass("approve", args))
+    listing = commands.add_parser("requests", help="list the open requests (planning, waiting for approval, approved, running)")
+    listing.set_defaults(run=lambda args: _break_glass("requests", args))
     policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)")
     policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET", "EVIDENCE-BUCKET"), help="the evidence bucket (default $IR_EVIDENCE_BUCKET)")
     which = policy.add_mutually_exclusive_group()
@@ -230,6 +246,17 @@ def run_audit_export(args) -> int:
             out.write(lines)
     print(f"{len(records)} records of {args.incident} exported", file=sys.stderr)
     return 0
+
+
+def _break_glass(verb: str, args) -> int:
+    from bot import breakglass
+    from core import logs
+
+    settings = load(os.environ, "break-glass")
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: it should hold where irbot's queues live, e.g. redis://localhost:6379/0.")
+    logs.configure(settings.secrets(), level="WARNING")
+    return getattr(breakglass, verb)(settings, _redis(settings, blocking=False), args)
 
 
 def run_iam_policy(args) -> int:

@@ -203,7 +203,8 @@ class ApprovalBook:
     def plan_failed(self, request_id: str, reason: str, *, actor: str = "worker") -> Decision:
         return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": self.now(), "ended_by": "irbot"}, params={"reason": reason})
 
-    def approve(self, request_id: str, user_id: str) -> Decision:
+    def approve(self, request_id: str, user_id: str, *, break_glass: dict | None = None) -> Decision:
+        """``break_glass``: the approval came from the command line (OS user, host, reason), recorded with it."""
         pending = self.get(request_id)
         if pending is None:
             return Decision(False, "", f"irbot has no request {request_id}.")
@@ -225,7 +226,8 @@ class ApprovalBook:
                 self._record(pending.request, "irbot", "request.expired", {}, EXPIRED)
             return Decision(False, pending.state, self._ended_sentence(pending, "approved"), pending)
         self._record(pending.request, user_id, "request.approved" if verdict == "approved" else "approval.counted",
-                     {"approvals": len(pending.approvals), "quorum": pending.quorum}, verdict)
+                     {"approvals": len(pending.approvals), "quorum": pending.quorum, **({"approved_from": break_glass} if break_glass else {})},
+                     verdict)
         return Decision(True, pending.state, request=pending)
 
     def deny(self, request_id: str, user_id: str) -> Decision:
@@ -300,7 +302,8 @@ class ApprovalBook:
             actor=actor,
             action=action,
             target=" ".join(request.targets),
-            params={"request": request.id, "command": request.command, "options": request.options, **params},
+            params={"request": request.id, "command": request.command, "options": request.options,
+                    **({"break_glass": request.break_glass} if request.break_glass else {}), **params},
             outcome=outcome,
         )
 

@@ -22,6 +22,8 @@ class CommandRequest:
     # The incident the work belongs to; until incidents exist, the channel is the incident.
     incident: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Asked from the command line while Slack was down: the OS user, the host and the reason.
+    break_glass: dict = field(default_factory=dict)
     received_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property

@@ -10,9 +10,9 @@ import boto3
 import redis
 
 from core.audit import AuditTrail
-from tests.helpers import CHANNEL, SECOND_RESPONDER
+from tests.helpers import CHANNEL, OUTSIDER, RESPONDER, SECOND_RESPONDER
 from tests.processes import IRBOT
-from tests.test_approval import wait_card
+from tests.test_approval import instance_state, wait_card
 
 
 def group_names(instance_id: str) -> list[str]:
@@ -83,3 +83,38 @@ def test_a_slack_outage_during_a_collect_fails_nothing_and_every_digest_reaches_
         assert digest in message["text"] or key.endswith("manifest.json")
     assert sum("Evidence from" in m["text"] for m in slack.messages(CHANNEL)) == 1  # delivered once
     assert connection.llen("irbot:outbox") == 0
+
+
+def test_break_glass_runs_the_same_rules_from_the_command_line_while_slack_is_down(run_irbot, world, slack, redis_url):
+    irbot = run_irbot()
+    slack.outage(3600)  # Slack is down for the whole incident, until the end of this test
+
+    def cli(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([IRBOT, *words], env=irbot.env, capture_output=True, text=True, timeout=120)
+
+    asked = cli("run", f"stop {world['instance']}", "--as", RESPONDER, "--reason", "Slack is down", "--channel", CHANNEL)
+    assert asked.returncode == 0, asked.stderr
+    request_id = asked.stdout.splitlines()[0]
+    assert re.fullmatch(r"[0-9a-f]{12}", request_id) and f"irbot approve {request_id}" in asked.stdout
+    wait_until(lambda: AuditTrail(redis.Redis.from_url(redis_url)).records() and
+               any(r["action"] == "request.pending" for r in AuditTrail(redis.Redis.from_url(redis_url)).records()))
+    assert request_id in cli("requests").stdout
+
+    mine = cli("approve", request_id, "--as", RESPONDER, "--reason", "hurry")  # still the two-person rule
+    assert mine.returncode == 1 and "You asked for this, so you can't approve it" in mine.stderr
+    stranger = cli("approve", request_id, "--as", OUTSIDER, "--reason", "hurry")
+    assert stranger.returncode == 1 and "Only irbot's approvers" in stranger.stderr
+    assert instance_state(world["instance"]) == "running"
+
+    approved = cli("approve", request_id, "--as", SECOND_RESPONDER, "--reason", "Slack is down; stop the miner")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert f"Request {request_id} finished" in approved.stdout and "running → stopping" in approved.stdout
+    assert instance_state(world["instance"]) in ("stopping", "stopped")
+    trail = [r for r in AuditTrail(redis.Redis.from_url(redis_url)).records() if r["params"].get("request") == request_id]
+    assert all(r["params"]["break_glass"]["reason"] == "Slack is down" and r["params"]["break_glass"]["host"] for r in trail)
+    assert next(r for r in trail if r["action"] == "request.approved")["params"]["approved_from"]["reason"] == "Slack is down; stop the miner"
+    assert not slack.messages(CHANNEL)  # nothing reached Slack yet: it waits in the outbox
+
+    slack.outage(0)  # Slack answers again: the channel gets the story
+    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "")), None), timeout=60)
+    wait_card(slack, card["ts"], "Done", timeout=60)

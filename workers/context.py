@@ -154,8 +154,9 @@ class JobContext:
 
     def record(self, action: str, outcome: str, **params) -> None:
         r = self.request
+        marks = {"break_glass": r.break_glass} if r.break_glass else {}
         self.audit.append(incident=r.incident or r.channel_id, actor=self.worker, action=action,
-                          target=" ".join(r.targets), params={"request": r.id, "command": r.command, **params}, outcome=outcome)
+                          target=" ".join(r.targets), params={"request": r.id, "command": r.command, **marks, **params}, outcome=outcome)
 
     def seal(self) -> str:
         """Seal the audit records so far; returns a line for the channel ('' if nothing was sealed)."""
