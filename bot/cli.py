@@ -151,16 +151,16 @@ def _slack_reason(exc: Exception) -> str:
 
 def run_worker(args) -> int:
     from core import logs
-    from workers.worker import make_worker
+    from workers.worker import work
 
     settings = load(os.environ, "worker")
     logs.configure(settings.secrets(), level=settings.log_level)
     connection = _redis(settings, blocking=True)
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
-    worker = make_worker(connection, name)
-    logs.get_logger("irbot.worker").info("worker starting", queues=[q.name for q in worker.queues], burst=args.burst)
-    # The scheduler runs the expiry of requests nobody approved in time.
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+    log = logs.get_logger("irbot.worker")
+    log.info("worker starting", burst=args.burst)
+    # The scheduler (with_scheduler) runs the expiry of requests nobody approved in time.
+    work(connection, name, burst=args.burst, logging_level=settings.log_level, log=log)
     return 0
 
 

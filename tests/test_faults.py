@@ -118,3 +118,53 @@ def test_break_glass_runs_the_same_rules_from_the_command_line_while_slack_is_do
     slack.outage(0)  # Slack answers again: the channel gets the story
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "")), None), timeout=60)
     wait_card(slack, card["ts"], "Done", timeout=60)
+
+
+def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing_and_everyone_reconnects(moto_endpoint, slack, tmp_path, aws):
+    """A real redis-server with AOF, SIGKILLed while a request waits for approval, then started again."""
+    from tests.conftest import need_binary
+    from tests.helpers import THIRD_RESPONDER, free_port, make_world
+    from tests.processes import Irbot, irbot_environment
+
+    binary, port = need_binary("redis-server"), free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    start = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", str(tmp_path)]
+    server = subprocess.Popen(start, stdout=subprocess.DEVNULL)
+    client = redis.Redis.from_url(url)
+    wait_until(lambda: _pings(client))
+    world = make_world()
+    irbot = Irbot(irbot_environment(moto_endpoint, url, slack, IR_RESPONDERS=f"{RESPONDER},{SECOND_RESPONDER},{THIRD_RESPONDER}"), tmp_path)
+    try:
+        irbot.wait_until_ready()
+        status, reply, _ = irbot.command(f"stop {world['instance']}")
+        request_id = re.search(r"request `([0-9a-f]{12})`", reply["text"]).group(1)
+        card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "") and "Approval needed" in m["text"]), None))
+        irbot.settle()  # the planning job has ended: the request waits for approval, and nothing else is under way
+        records_before = len(AuditTrail(client).records())
+
+        server.kill()  # SIGKILL: no shutdown, no final save
+        server.wait(10)
+        status, reply, elapsed = irbot.command(f"collect {world['instance']}")  # while Redis is down
+        assert status == 200 and elapsed < 3 and "could not reach its job queue (Redis)" in reply["text"]
+        server = subprocess.Popen(start, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _pings(client))
+        assert AuditTrail(client).records()[records_before - 1]["action"] == "request.pending"  # nothing lost
+        assert len(AuditTrail(client).records()) == records_before
+
+        irbot.wait_until_ready()  # the bot and the worker found Redis again by themselves
+        irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
+        text = wait_card(slack, card["ts"], "Done", timeout=60)
+        assert "running → stopping" in text
+        verified = subprocess.run([IRBOT, "audit", "verify"], env=irbot.env, capture_output=True, text=True, timeout=60)
+        assert verified.returncode == 0, verified.stdout
+    finally:
+        irbot.stop()
+        server.kill()
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False

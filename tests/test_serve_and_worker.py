@@ -203,11 +203,17 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
         fake.wait_for(lambda s: s.calls_to("apps.connections.open"), timeout=30)
         assert process.poll() is None
         # Health is served on $PORT in Socket Mode too; with no worker running it says so.
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=5)
-            raise AssertionError("healthz answered 200 with no worker")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 503 and json.loads(exc.read())["workers"] == 0
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=5)
+                raise AssertionError("healthz answered 200 with no worker")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and json.loads(exc.read())["workers"] == 0
+                break
+            except urllib.error.URLError:  # not listening yet
+                assert time.monotonic() < deadline, "nothing answered /healthz on $PORT in Socket Mode"
+                time.sleep(0.2)
     finally:
         process.terminate()
         process.wait(15)

@@ -3,6 +3,9 @@ half a minute (RQ's defaults take minutes), which starts its recovery (workers.r
 
 from __future__ import annotations
 
+import time
+
+from redis.exceptions import RedisError
 from rq import Worker
 
 from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
@@ -23,3 +26,24 @@ class IrbotWorker(Worker):
 def make_worker(connection, name: str) -> IrbotWorker:
     return IrbotWorker(queues(connection), connection=connection, serializer=SERIALIZER, name=name, worker_ttl=WORKER_TTL_SECONDS,
                        job_monitoring_interval=JOB_HEARTBEAT_SECONDS, maintenance_interval=MAINTENANCE_SECONDS)
+
+
+def work(connection, name: str, *, burst: bool, logging_level: str, log) -> None:
+    """Run a worker until asked to stop. RQ quits its loop on some Redis errors (a restart of Redis, say):
+    start it again once Redis answers, instead of leaving the queues without a worker."""
+    while True:
+        worker = make_worker(connection, name)
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except RedisError as exc:
+            log.error("worker lost Redis", error=type(exc).__name__)
+        # RQ's own stop flag: set by SIGTERM/SIGINT (a deploy, Ctrl-C), not by a lost connection.
+        if burst or getattr(worker, "_stop_requested", False):
+            return
+        log.warning("worker loop ended; starting again once Redis answers")
+        while True:
+            try:
+                connection.ping()
+                break
+            except RedisError:
+                time.sleep(1)
