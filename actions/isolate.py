@@ -199,15 +199,7 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
                 time.sleep(context.untrack_pause_seconds)
                 set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
             except BaseException as exc:
-                # Never leave an interface in the allow-all group: back to the isolation group, or where it was.
-                for fallback in ([groups["isolation"]], eni["groups"]):
-                    try:
-                        set_interface_groups(ec2, instance_id, eni, fallback)
-                        break
-                    except ActionError:
-                        continue
-                raise ActionError(f"the move to the isolation group failed ({exc}); the interface was put back in "
-                                  f"{', '.join(interface_groups(ec2, instance_id, eni))}") from None
+                raise ActionError(f"the move to the isolation group failed ({exc}); {_leave_allow_all(ec2, instance_id, eni, groups)}") from None
             return f"{', '.join(eni['groups'])} → {groups['untrack']} (untrack) → {groups['isolation']} (isolation)"
 
         change(steps, f"network:{eni['id']}", f"Cut {eni['id']}, open connections included", dry_run=dry_run,
@@ -216,6 +208,27 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
                if groups["isolation"] and interface_groups(ec2, instance_id, eni) == [groups["isolation"]] else None,
                do=move)
     result.notes.extend(_still_tracked(aws, instance, record))
+
+
+# Pauses between tries of the move out of the allow-all group: long enough for throttling to pass.
+LEAVE_ALLOW_ALL_PAUSES = (0, 2, 4, 8, 16)
+
+
+def _leave_allow_all(ec2, instance_id: str, eni: dict, groups: dict) -> str:
+    """Fail closed: never leave an interface in the allow-all group. The isolation group, tried again with
+    pauses; then the groups it had; and if even that fails, a sentence that says to act by hand."""
+    for pause in LEAVE_ALLOW_ALL_PAUSES:
+        time.sleep(pause)
+        try:
+            set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
+            return f"a later try moved {eni['id']} to the isolation group"
+        except ActionError:
+            continue
+    try:
+        set_interface_groups(ec2, instance_id, eni, eni["groups"])
+        return f"{eni['id']} is back in its own groups ({', '.join(eni['groups'])}), NOT isolated: run the isolation again"
+    except ActionError:
+        return f"{eni['id']} may still be in the allow-all group {groups['untrack']}: move it out by hand now"
 
 
 def _still_tracked(aws: Clients, instance: dict, record: dict) -> list[str]:

@@ -9,7 +9,8 @@ the whole story.
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 import socket
 import sys
 import time
@@ -30,7 +31,8 @@ def _who(args) -> dict:
     reason = (args.reason or "").strip()
     if not reason:
         raise ConfigError("--reason is required: say why Slack can't be used (it is recorded with every record this causes).")
-    return {"os_user": getpass.getuser(), "host": socket.gethostname(), "reason": reason[:500], "via": "irbot command line"}
+    # The account the process runs as, not $USER, which anyone can set.
+    return {"os_user": pwd.getpwuid(os.getuid()).pw_name, "host": socket.gethostname(), "reason": reason[:500], "via": "irbot command line"}
 
 
 def _book(settings: Settings, connection):
@@ -72,6 +74,13 @@ def run(settings: Settings, connection, args) -> int:
 def approve(settings: Settings, connection, args) -> int:
     break_glass = _who(args)
     book = _book(settings, connection)
+    pending = book.get(args.request_id)
+    asked_from = pending.request.break_glass if pending else {}
+    if asked_from and (asked_from.get("os_user"), asked_from.get("host")) == (break_glass["os_user"], break_glass["host"]):
+        # Slack IDs are only typed here: the same account on the same host asking and approving is one person.
+        print("irbot: refused: this request was asked for from this same account on this host; "
+              "the two-person rule needs the approval from someone else's.", file=sys.stderr)
+        return 1
     decision = book.approve(args.request_id, args.user, break_glass=break_glass)
     if not decision.ok:
         print(f"irbot: refused: {_plain(decision.reason)}", file=sys.stderr)

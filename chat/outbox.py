@@ -13,6 +13,7 @@ import json
 import uuid
 
 from redis import Redis
+from redis.exceptions import LockError
 
 from core.logs import get_logger
 
@@ -25,9 +26,18 @@ PLACEHOLDER = "outbox:"
 KEEP_SECONDS = 30 * 24 * 3600
 
 
+LOCK_SECONDS = 60
+# LPOP only if the first entry is still the one delivered.
+POP_IF_FIRST = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return redis.call('LPOP', KEYS[1]) end
+return false
+"""
+
+
 class Outbox:
     def __init__(self, connection: Redis):
         self.connection = connection
+        self._pop_if_first = connection.register_script(POP_IF_FIRST)
 
     def waiting(self) -> int:
         return self.connection.llen(QUEUE)
@@ -48,8 +58,10 @@ class Outbox:
 
     def drain(self, deliver) -> bool:
         """Deliver what waits, oldest first, with ``deliver(entry) -> ts``; stops at the first that fails
-        again (it stays first). True when nothing is left. One drainer at a time."""
-        if not self.connection.set(DRAIN_LOCK, 1, nx=True, ex=120):
+        again (it stays first). True when nothing is left. One drainer at a time: the lock is its own
+        (a token), renewed with every message, and released only by its holder."""
+        lock = self.connection.lock(DRAIN_LOCK, timeout=LOCK_SECONDS, blocking=False)
+        if not lock.acquire():
             return False
         try:
             while True:
@@ -62,6 +74,11 @@ class Outbox:
                 if entry["kind"] == "post" and delivered:
                     self.connection.hset(TS, entry["ts"], delivered)
                     self.connection.expire(TS, KEEP_SECONDS)
-                self.connection.lpop(QUEUE)
+                # Take off exactly what was delivered, and hold the lock for the next one.
+                self._pop_if_first(keys=[QUEUE], args=[raw])
+                lock.extend(LOCK_SECONDS, replace_ttl=True)
         finally:
-            self.connection.delete(DRAIN_LOCK)
+            try:
+                lock.release()
+            except LockError:
+                pass  # it expired while Slack was slow: someone else may hold it now, and keeps it

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
 
 import boto3
+import pytest
 import redis
 
 from core.audit import AuditTrail
@@ -89,8 +91,10 @@ def test_break_glass_runs_the_same_rules_from_the_command_line_while_slack_is_do
     irbot = run_irbot()
     slack.outage(3600)  # Slack is down for the whole incident, until the end of this test
 
-    def cli(*words: str) -> subprocess.CompletedProcess:
-        return subprocess.run([IRBOT, *words], env=irbot.env, capture_output=True, text=True, timeout=120)
+    def cli(*words: str, host: str | None = None) -> subprocess.CompletedProcess:
+        # ``host``: typed on another machine (a UTS namespace with its own hostname), as a second responder would.
+        wrap = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"'] if host else []
+        return subprocess.run([*wrap, IRBOT, *words], env=irbot.env, capture_output=True, text=True, timeout=120)
 
     asked = cli("run", f"stop {world['instance']}", "--as", RESPONDER, "--reason", "Slack is down", "--channel", CHANNEL)
     assert asked.returncode == 0, asked.stderr
@@ -100,13 +104,17 @@ def test_break_glass_runs_the_same_rules_from_the_command_line_while_slack_is_do
                any(r["action"] == "request.pending" for r in AuditTrail(redis.Redis.from_url(redis_url)).records()))
     assert request_id in cli("requests").stdout
 
-    mine = cli("approve", request_id, "--as", RESPONDER, "--reason", "hurry")  # still the two-person rule
+    same_account = cli("approve", request_id, "--as", SECOND_RESPONDER, "--reason", "hurry")  # another Slack ID, typed by the same account
+    assert same_account.returncode == 1 and "asked for from this same account on this host" in same_account.stderr
+    if os.geteuid() != 0:
+        pytest.skip("typing on another host is a UTS namespace here, which needs root (CI runs as root)")
+    mine = cli("approve", request_id, "--as", RESPONDER, "--reason", "hurry", host="responder-laptop-2")  # still the two-person rule
     assert mine.returncode == 1 and "You asked for this, so you can't approve it" in mine.stderr
-    stranger = cli("approve", request_id, "--as", OUTSIDER, "--reason", "hurry")
+    stranger = cli("approve", request_id, "--as", OUTSIDER, "--reason", "hurry", host="responder-laptop-2")
     assert stranger.returncode == 1 and "Only irbot's approvers" in stranger.stderr
     assert instance_state(world["instance"]) == "running"
 
-    approved = cli("approve", request_id, "--as", SECOND_RESPONDER, "--reason", "Slack is down; stop the miner")
+    approved = cli("approve", request_id, "--as", SECOND_RESPONDER, "--reason", "Slack is down; stop the miner", host="responder-laptop-2")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert f"Request {request_id} finished" in approved.stdout and "running → stopping" in approved.stdout
     assert instance_state(world["instance"]) in ("stopping", "stopped")

@@ -178,3 +178,28 @@ def test_the_bot_may_read_the_sealed_audit_head_and_nothing_else():
     serve = policy_document("b", process="serve")
     assert serve["Statement"] == [{"Sid": "IrbotEvidence", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
                                    "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]}]
+
+
+def test_an_interface_is_never_left_allow_all_when_the_move_out_keeps_failing(monkeypatch):
+    """Isolate's fail-closed fallback: the isolation group again and again, then the original groups, then a sentence."""
+    from actions import isolate
+
+    monkeypatch.setattr(isolate, "LEAVE_ALLOW_ALL_PAUSES", (0, 0, 0))
+    groups, eni, moves = {"isolation": "sg-iso", "untrack": "sg-all"}, {"id": "eni-1", "groups": ["sg-web"]}, []
+
+    def flaky(failures: int):
+        def set_groups(ec2, instance_id, interface, wanted):
+            moves.append(wanted)
+            if len(moves) <= failures:
+                raise ActionError("AWS kept throttling ec2:ModifyInstanceAttribute", code="RequestLimitExceeded")
+        return set_groups
+
+    monkeypatch.setattr(isolate, "set_interface_groups", flaky(2))
+    assert isolate._leave_allow_all(None, "i-1", eni, groups) == "a later try moved eni-1 to the isolation group"
+    assert moves == [["sg-iso"]] * 3
+    moves.clear()
+    monkeypatch.setattr(isolate, "set_interface_groups", flaky(3))
+    assert "back in its own groups (sg-web), NOT isolated" in isolate._leave_allow_all(None, "i-1", eni, groups)
+    moves.clear()
+    monkeypatch.setattr(isolate, "set_interface_groups", flaky(4))
+    assert "may still be in the allow-all group sg-all: move it out by hand now" in isolate._leave_allow_all(None, "i-1", eni, groups)

@@ -8,6 +8,7 @@ from slack_sdk.errors import SlackApiError
 
 from actions.artefacts import Artefact
 from chat import cards, messages
+from chat.outbox import PLACEHOLDER
 from chat.writeup import report_markdown
 from core.audit import AuditTrail
 from core.incidents import Incident, IncidentBook, channel_name, summarise
@@ -35,7 +36,8 @@ def declare_incident(data: dict) -> dict:
                              "from_channel": data.get("channel_id"), "finding": incident.finding}, outcome="open")
         text, blocks = messages.incident_card(incident, summarise(audit.for_incident(incident.id)), audit.head())
         incident.card_ts = slack.post(incident.channel_id, text, blocks)
-        slack.pin(incident.channel_id, incident.card_ts)
+        if not incident.card_ts.startswith(PLACEHOLDER):  # a card waiting in the outbox is pinned by hand, later
+            slack.pin(incident.channel_id, incident.card_ts)
         book.save(incident)
     except SlackApiError as exc:
         error = exc.response.get("error", "")

@@ -7,39 +7,78 @@ ended with a sentence in the channel.
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta, timezone
+
 from redis import Redis
+from rq import Callback, Worker
 
 from actions.registry import Recovery
 from chat import messages
-from core.approvals import RUNNING
+from core.approvals import APPROVED, RUNNING
 from core.logs import get_logger
-from core.queues import queue
+from core.queues import enqueue_execution, queue
 from core.request import CommandRequest
 from workers.context import JobContext, bind_logs
 from workers.running import finish, load, post_with_seal, run_started
+from workers.worker import JOB_HEARTBEAT_SECONDS
 
 log = get_logger(__name__)
 MAX_RESUMES = 2  # a request whose every run kills its worker is ended, not run forever
+STOPPED = "stopped"
 
 
 def request_died(job, connection: Redis, *exc_info) -> None:
-    """RQ's callback for an execute_request job that failed, was stopped, or was abandoned: queue its recovery."""
+    """RQ's callback for a job of a request (its run, or its recovery) that failed, was stopped, or was
+    abandoned: queue the request's recovery, which itself is guarded the same way."""
     request_id = job.args[0] if job.args else ""
-    why = type(exc_info[1]).__name__ if len(exc_info) > 1 else "stopped"
+    why = type(exc_info[1]).__name__ if len(exc_info) > 1 else STOPPED
     log.warning("request's job ended abnormally", request=request_id, why=why)
-    queue(connection).enqueue("workers.recovery.recover_request", request_id, why, job_id=f"recover-{request_id}-{job.id}",
-                              result_ttl=30 * 24 * 3600)
+    enqueue_recovery(connection, request_id, why, getattr(job, "worker_name", "") or "")
 
 
-def recover_request(request_id: str, why: str = "") -> dict:
-    """Resume or end a running request whose job ended without ending it."""
+def enqueue_recovery(connection: Redis, request_id: str, why: str, worker: str = "", *, delay: int = 0) -> None:
+    died = Callback("workers.recovery.request_died")
+    args = dict(job_id=f"recover-{request_id}-{uuid.uuid4().hex[:8]}", result_ttl=30 * 24 * 3600, job_timeout=60 * 60,
+                on_failure=died, on_stopped=died)
+    if delay:
+        queue(connection).enqueue_in(timedelta(seconds=delay), "workers.recovery.recover_request", request_id, why, worker, **args)
+    else:
+        queue(connection).enqueue("workers.recovery.recover_request", request_id, why, worker, **args)
+
+
+def _still_alive(connection: Redis, worker: str) -> bool:
+    """Whether the worker that ran the job beat within the last few seconds: then its horse may still be at work."""
+    if not worker:
+        return False
+    seconds, _ = connection.time()
+    for found in Worker.all(connection=connection):
+        if found.name == worker and found.last_heartbeat is not None:
+            beat = found.last_heartbeat if found.last_heartbeat.tzinfo else found.last_heartbeat.replace(tzinfo=timezone.utc)
+            return seconds - beat.timestamp() < 3 * JOB_HEARTBEAT_SECONDS
+    return False
+
+
+def recover_request(request_id: str, why: str = "", worker: str = "") -> dict:
+    """Resume or end a request whose job ended without ending it."""
     ctx, pending = load(request_id)
-    if pending is None or pending.state != RUNNING:
-        return {"ok": True, "state": pending.state if pending else None, "recovered": False}
+    if pending is None:
+        return {"ok": True, "state": None, "recovered": False}
+    if pending.state == APPROVED:
+        # Its run never started: queue it again (the approval book still lets only one run start).
+        enqueue_execution(ctx.connection, request_id)
+        return {"ok": True, "state": APPROVED, "recovered": True}
+    if pending.state != RUNNING:
+        return {"ok": True, "state": pending.state, "recovered": False}
+    if _still_alive(ctx.connection, worker) and why != STOPPED:
+        # Its worker lost Redis for a while but lives: its horse may still be running the steps. Look again later.
+        enqueue_recovery(ctx.connection, request_id, why, worker, delay=30)
+        return {"ok": True, "state": RUNNING, "recovered": False, "waiting_for": worker}
     spec = ctx.spec
     attempts = ctx.connection.hincrby(f"irbot:recovery:{request_id}", "attempts", 1)
     ctx.connection.expire(f"irbot:recovery:{request_id}", 30 * 24 * 3600)
-    if spec is not None and spec.recovery is Recovery.RESUME and attempts <= MAX_RESUMES:
+    # An operator who stopped the job meant it: end it, don't run it again.
+    if spec is not None and spec.recovery is Recovery.RESUME and attempts <= MAX_RESUMES and why != STOPPED:
         ctx.record("job.resumed", "running", why=why or "its worker died", attempt=attempts)
         return run_started(ctx, request_id, pending.approvers, resumed=True)
     done = _steps_so_far(ctx, request_id)

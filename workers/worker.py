@@ -3,10 +3,12 @@ half a minute (RQ's defaults take minutes), which starts its recovery (workers.r
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from redis.exceptions import RedisError
 from rq import Worker
+from rq.exceptions import AbandonedJobError
 
 from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
 
@@ -16,6 +18,22 @@ MAINTENANCE_SECONDS = 15  # how often a worker looks for abandoned jobs (RQ: 600
 
 
 class IrbotWorker(Worker):
+    def maintain_heartbeats(self, job) -> None:
+        # A Redis blip while a job runs must not end the worker's loop and orphan its work horse:
+        # the beats resume once Redis answers.
+        try:
+            super().maintain_heartbeats(job)
+        except RedisError as exc:
+            self.log.error("heartbeat not sent: %s", type(exc).__name__)
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
+        # RQ calls no callback when only the horse dies (the OOM killer): call the job's own, so its request ends.
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        try:
+            job.execute_failure_callback(self.death_penalty_class, AbandonedJobError, AbandonedJobError(), None)
+        except Exception as exc:  # noqa: BLE001 - the worker goes on whatever the callback did
+            self.log.error("failure callback of a killed horse failed: %s", type(exc).__name__)
+
     def get_heartbeat_ttl(self, job) -> int:
         interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
@@ -31,12 +49,13 @@ def make_worker(connection, name: str) -> IrbotWorker:
 def work(connection, name: str, *, burst: bool, logging_level: str, log) -> None:
     """Run a worker until asked to stop. RQ quits its loop on some Redis errors (a restart of Redis, say):
     start it again once Redis answers, instead of leaving the queues without a worker."""
-    while True:
-        worker = make_worker(connection, name)
+    for generation in itertools.count():
+        # A new name each time: RQ refuses a name whose registration has not expired yet.
+        worker = make_worker(connection, name if generation == 0 else f"{name}-{generation}")
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
-        except RedisError as exc:
-            log.error("worker lost Redis", error=type(exc).__name__)
+        except (RedisError, ValueError) as exc:
+            log.error("worker loop failed", error=type(exc).__name__)
         # RQ's own stop flag: set by SIGTERM/SIGINT (a deploy, Ctrl-C), not by a lost connection.
         if burst or getattr(worker, "_stop_requested", False):
             return
