@@ -221,7 +221,8 @@ class InProcessIrbot:
                 pass
 
         while not self._stop.is_set():
-            ThreadWorker(queues, connection=connection, serializer=serializer).work(burst=True, with_scheduler=True, logging_level="ERROR")
+            self._worker = ThreadWorker(queues, connection=connection, serializer=serializer)
+            self._worker.work(burst=True, with_scheduler=True, logging_level="ERROR")
             self._stop.wait(0.05)
 
     post = Irbot.post
@@ -231,7 +232,11 @@ class InProcessIrbot:
 
     def stop(self) -> None:
         self._stop.set()
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker._stop_requested = True  # RQ's own flag: no next job for this burst, or the next test's jobs would run here
         self.server.shutdown()
         self.server.server_close()
         for thread in self.threads:
-            thread.join(30)
+            thread.join(120)
+            assert not thread.is_alive(), f"{thread.name} did not stop: it would take the next test's jobs"
