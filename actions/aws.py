@@ -20,14 +20,27 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from actions.errors import ActionError, error_code, explain
 
-# Standard retry mode backs off on throttling and transient errors; eight attempts
-# ride out a burst of RequestLimitExceeded without holding a job for minutes.
-CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 8},
-    connect_timeout=5,
-    read_timeout=60,
-    user_agent_extra="irbot",
-)
+# Standard retry mode, as every AWS SDK has it: exponential backoff with full jitter (up to 20 s a
+# wait) on throttling codes, 5xx answers and timeouts, and a retry quota per client so a dead
+# endpoint isn't hammered. Not adaptive mode: its client-side rate limiter learns per client, and
+# irbot's clients live for one action, so it would learn little and could hold a step back.
+# Eight attempts wait about 45 s at most on average: enough for a storm's burst, short enough that a
+# responder hears of it while it still matters. AWS_MAX_ATTEMPTS / AWS_RETRY_MODE change them, as
+# for any AWS SDK.
+DEFAULT_ATTEMPTS = 8
+
+
+def client_config() -> Config:
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    mode = os.environ.get("AWS_RETRY_MODE", "")
+    return Config(
+        retries={"mode": mode if mode in ("standard", "adaptive", "legacy") else "standard",
+                 "max_attempts": int(attempts) if attempts.isdigit() and 0 < int(attempts) <= 20 else DEFAULT_ATTEMPTS},
+        connect_timeout=5,
+        read_timeout=60,
+        user_agent_extra="irbot",
+    )
+
 
 CHECK_VARIABLE = "IRBOT_PERMISSION_CHECK"
 
@@ -76,7 +89,7 @@ def declare(session: boto3.Session, declaration: Declaration) -> boto3.Session:
 
 
 def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None, config: Config | None = None):
-    aws_client = session.client(service, region_name=region, config=CLIENT_CONFIG.merge(config) if config else CLIENT_CONFIG)
+    aws_client = session.client(service, region_name=region, config=client_config().merge(config) if config else client_config())
     check_file = os.environ.get(CHECK_VARIABLE)
     if check_file:
         declaration = declared or getattr(session, "irbot_declaration", None)

@@ -195,12 +195,19 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
                 return f"{groups['untrack']} (left by an interrupted run) → {groups['isolation']} (isolation)"
             # Allow-all first turns the interface's tracked flows untracked; the empty group then drops them.
             set_interface_groups(ec2, instance_id, eni, [groups["untrack"]])
+            path = f"{', '.join(eni['groups'])} → {groups['untrack']} (untrack) → {groups['isolation']} (isolation)"
             try:
                 time.sleep(context.untrack_pause_seconds)
                 set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
-            except BaseException as exc:
-                raise ActionError(f"the move to the isolation group failed ({exc}); {_leave_allow_all(ec2, instance_id, eni, groups)}") from None
-            return f"{', '.join(eni['groups'])} → {groups['untrack']} (untrack) → {groups['isolation']} (isolation)"
+            except ActionError as exc:  # throttling or an AWS error that outlasted the client's retries
+                isolated, sentence = _leave_allow_all(ec2, instance_id, eni, groups)
+                if not isolated:
+                    raise ActionError(f"the move to the isolation group failed ({exc}) {sentence}", code=exc.code) from None
+                return f"{path}; {sentence} (the first try failed: {exc})"
+            except BaseException:  # a timeout or a shutdown inside the pause: fail closed, then let it end the job
+                _leave_allow_all(ec2, instance_id, eni, groups)
+                raise
+            return path
 
         change(steps, f"network:{eni['id']}", f"Cut {eni['id']}, open connections included", dry_run=dry_run,
                plan=f"{', '.join(eni['groups'])} → untrack group → isolation group",
@@ -214,21 +221,22 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
 LEAVE_ALLOW_ALL_PAUSES = (0, 2, 4, 8, 16)
 
 
-def _leave_allow_all(ec2, instance_id: str, eni: dict, groups: dict) -> str:
+def _leave_allow_all(ec2, instance_id: str, eni: dict, groups: dict) -> tuple[bool, str]:
     """Fail closed: never leave an interface in the allow-all group. The isolation group, tried again with
-    pauses; then the groups it had; and if even that fails, a sentence that says to act by hand."""
+    pauses; then the groups it had; and if even that fails, a sentence that says to act by hand.
+    Returns whether the interface ended up isolated, and the sentence saying where it is."""
     for pause in LEAVE_ALLOW_ALL_PAUSES:
         time.sleep(pause)
         try:
             set_interface_groups(ec2, instance_id, eni, [groups["isolation"]])
-            return f"a later try moved {eni['id']} to the isolation group"
+            return True, f"a later try moved {eni['id']} to the isolation group"
         except ActionError:
             continue
     try:
         set_interface_groups(ec2, instance_id, eni, eni["groups"])
-        return f"{eni['id']} is back in its own groups ({', '.join(eni['groups'])}), NOT isolated: run the isolation again"
+        return False, f"{eni['id']} is back in its own groups ({', '.join(eni['groups'])}), NOT isolated: run the isolation again."
     except ActionError:
-        return f"{eni['id']} may still be in the allow-all group {groups['untrack']}: move it out by hand now"
+        return False, f"{eni['id']} may still be in the allow-all group {groups['untrack']}: move it out by hand now."
 
 
 def _still_tracked(aws: Clients, instance: dict, record: dict) -> list[str]:

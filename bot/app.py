@@ -32,7 +32,8 @@ from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
 from core.audit import AuditTrail, trail_for
 from core.incidents import Incident, IncidentBook, summarise
 from core.logs import get_logger
-from core.queues import enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers, schedule_outbox_delivery
+from core.queues import (enqueue, enqueue_execution, enqueue_gated, enqueue_incident_job, live_workers, note_waiting_for_a_worker,
+                         schedule_outbox_delivery)
 from core.request import CommandRequest
 from core.settings import Settings
 
@@ -261,8 +262,10 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     log.info("queued", job_id=job_id, command=command.name, targets=list(command.targets), user=user_id, gated=gated)
     reply = views.awaiting_approval(command, user_id, request.id) if gated else views.queued(command, user_id, request.id)
     if live_workers(connection) == 0:
-        # Said at once, not discovered by waiting: the work is safe in the queue until a worker starts.
+        # Said at once, not discovered by waiting: the work is safe in the queue until a worker starts,
+        # and the first worker to start tells the channel.
         reply["text"] += " " + views.NO_WORKER
+        note_waiting_for_a_worker(connection, request)
     return reply, request
 
 

@@ -24,8 +24,6 @@ from core.audit import trail_for
 from core.queues import enqueue_execution
 from core.settings import ConfigError, Settings
 
-OPEN_STATES = ("planning", "pending", "approved", "running")
-
 
 def _who(args) -> dict:
     reason = (args.reason or "").strip()
@@ -95,8 +93,7 @@ def approve(settings: Settings, connection, args) -> int:
 
 def requests(settings: Settings, connection, args) -> int:
     book = _book(settings, connection)
-    found = [book.get(key.decode().rsplit(":", 1)[-1]) for key in connection.scan_iter("irbot:request:*") if key.count(b":") == 2]
-    open_ones = sorted((p for p in found if p and p.state in OPEN_STATES), key=lambda p: p.request.received_at)
+    open_ones = book.open_requests()
     if not open_ones:
         print("No open requests.")
     for pending in open_ones:

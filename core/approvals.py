@@ -22,6 +22,7 @@ from core.request import CommandRequest
 
 PLANNING, PENDING, APPROVED, RUNNING = "planning", "pending", "approved", "running"
 FINISHED, FAILED, DENIED, CANCELLED, EXPIRED = "finished", "failed", "denied", "cancelled", "expired"
+OPEN_STATES = (PLANNING, PENDING, APPROVED, RUNNING)
 ENDED = frozenset({FINISHED, FAILED, DENIED, CANCELLED, EXPIRED})
 SELF_APPROVAL = "You asked for this, so you can't approve it: the two-person rule needs an approver other than the requester."
 KEEP_SECONDS = 90 * 24 * 3600  # a request's record outlives its incident's evidence links
@@ -160,6 +161,16 @@ class ApprovalBook:
             note=data.get("note", ""),
         )
 
+    def open_requests(self) -> list[PendingRequest]:
+        """Every request not ended yet, oldest first."""
+        found = (self.get(key.decode().rsplit(":", 1)[-1]) for key in self.connection.scan_iter("irbot:request:*") if key.count(b":") == 2)
+        return sorted((p for p in found if p and p.state in OPEN_STATES), key=lambda p: p.request.received_at)
+
+    def overdue(self) -> list[PendingRequest]:
+        """Requests still waiting for a plan or an approval after their window closed."""
+        now = self.now()
+        return [p for p in self.open_requests() if p.state in (PLANNING, PENDING) and p.expires_at <= now]
+
     def may_approve(self, user_id: str) -> bool:
         if user_id in self.approvers:
             return True
@@ -253,7 +264,7 @@ class ApprovalBook:
         pending = self.get(request_id)
         if pending is None:
             return Decision(False, "", f"irbot has no request {request_id}.")
-        if pending.state == PENDING and pending.expires_at > self.now():
+        if pending.state in (PENDING, PLANNING) and pending.expires_at > self.now():
             return Decision(False, pending.state, "not due yet", pending)
         if pending.state == EXPIRED:
             if not self._audited(pending, "request.expired"):

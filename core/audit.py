@@ -29,6 +29,13 @@ BASE = "irbot:audit:base"  # hash: seq, hash of the record before the log's firs
 SEALED = "irbot:audit:sealed"  # seq of the newest sealed record
 RESUME_LOCK = "irbot:audit:resume-lock"
 SEAL_LOCK = "irbot:audit:seal-lock"
+RESUME_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'hash', ARGV[2])
+redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'hash', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1])
+return 1
+"""
 GENESIS = "0" * 64
 BATCH_PREFIX = "audit/"
 
@@ -101,11 +108,9 @@ class AuditTrail:
             if sealed is None:
                 return  # nothing sealed yet: a new trail starts at 1
             seq, digest = sealed
-            with self.connection.pipeline() as pipe:
-                pipe.hset(HEAD, mapping={"seq": seq, "hash": digest})
-                pipe.hset(BASE, mapping={"seq": seq, "hash": digest})
-                pipe.set(SEALED, seq)
-                pipe.execute()
+            # Only if still absent: a resumer whose lock ran out must not move a head another one set.
+            if not self.connection.eval(RESUME_SCRIPT, 3, HEAD, BASE, SEALED, seq, digest):
+                return
         self.append(incident="-", actor="irbot", action="audit.resumed", target=f"#{seq}",
                     params={"sealed_head": seq, "hash": digest,
                             "why": "Redis held no audit records; whatever was recorded after the sealed head was lost with them"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from redis import Redis
@@ -81,6 +82,15 @@ def enqueue_incident_job(connection: Redis, job: str, data: dict, job_id: str) -
 def live_workers(connection: Redis) -> int:
     """How many `irbot worker` processes have sent a heartbeat within WORKER_TTL_SECONDS."""
     return len(Worker.all(connection=connection))
+
+
+# Requests whose requester was told no worker was running: the first worker to start tells their
+# channels that work resumes (workers.catchup).
+WAITING_FOR_A_WORKER = "irbot:waiting-for-a-worker"
+
+
+def note_waiting_for_a_worker(connection: Redis, request: CommandRequest) -> None:
+    connection.hset(WAITING_FOR_A_WORKER, request.id, json.dumps(request.to_dict()))
 
 
 def schedule_outbox_delivery(connection: Redis, seconds: int = 5) -> None:

@@ -35,7 +35,9 @@ VARIABLES = (
     Variable("SLACK_APP_TOKEN", "an app-level token (xapp-...) with connections:write: serve uses Socket Mode when set", ()),
     Variable("SLACK_API_URL", "base URL of the Slack Web API, ending in /api/", (), "https://slack.com/api/"),
     Variable("REDIS_URL", "where the queues live, e.g. redis://localhost:6379/0", ("serve", "worker", "findings")),
-    Variable("IR_EVIDENCE_BUCKET", "the S3 bucket evidence is written to (Object Lock recommended)", ("worker",)),
+    # serve and break glass append audit records too, and need the bucket's sealed head to continue
+    # the chain if Redis ever loses it: without it they would start a second chain at record 1.
+    Variable("IR_EVIDENCE_BUCKET", "the S3 bucket evidence is written to (Object Lock recommended)", ("serve", "worker", "break-glass")),
     Variable("IR_EVIDENCE_RETENTION_DAYS", "days each evidence object is locked for", (), "90"),
     Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
     Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "43200"),

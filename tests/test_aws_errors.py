@@ -1,80 +1,26 @@
 """AWS failures over real HTTP: throttling is retried, refusals become one sentence in the channel.
 
-moto never throttles or denies, so a small proxy in front of it answers some calls with
-the errors AWS really sends, and forwards the rest.
+moto never throttles or denies, so a small proxy in front of it (standins/aws_proxy.py) answers
+some calls with the errors AWS really sends, and forwards the rest.
 """
 
 from __future__ import annotations
 
-import threading
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import boto3
 import pytest
 
 from actions.errors import explain
+from standins.aws_proxy import AwsProxy
 from tests.helpers import CHANNEL, RESPONDER, evidence_keys, make_world
 from workers.jobs import run_command
 from core.request import CommandRequest
-
-EC2_ERROR = (
-    '<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
-    "<Message>{message}</Message></Error></Errors><RequestID>00000000-test</RequestID></Response>"
-)
-
-
-class FaultyProxy:
-    """Forwards to moto, but answers the first ``times`` calls of ``action`` with an AWS error."""
-
-    def __init__(self, upstream: str, action: str, code: str, status: int, times: int):
-        self.upstream, self.action, self.code, self.status, self.left = upstream, action, code, status, times
-        self.seen = 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if f"Action={proxy.action}&".encode() in body + b"&":
-                    proxy.seen += 1
-                    if proxy.left > 0:
-                        proxy.left -= 1
-                        return self._send(proxy.status, EC2_ERROR.format(code=proxy.code, message="injected by the test").encode())
-                request = urllib.request.Request(proxy.upstream + self.path, data=body, method="POST",
-                                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                try:
-                    with urllib.request.urlopen(request) as response:
-                        self._send(response.status, response.read(), response.headers.get("Content-Type"))
-                except urllib.error.HTTPError as exc:
-                    self._send(exc.code, exc.read(), exc.headers.get("Content-Type"))
-
-            do_PUT = do_GET = do_HEAD = None  # EC2, IAM and STS are POST-only query APIs
-
-            def _send(self, status, data, content_type="text/xml"):
-                self.send_response(status)
-                self.send_header("Content-Type", content_type or "text/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self):
-        self.server.shutdown()
-
 
 @pytest.fixture
 def faulty(irbot_env, monkeypatch):
     proxies = []
 
-    def make(action: str, code: str, status: int, times: int) -> FaultyProxy:
-        proxy = FaultyProxy(irbot_env["AWS_ENDPOINT_URL"], action, code, status, times)
+    def make(action: str, code: str, status: int, times: int) -> AwsProxy:
+        proxy = AwsProxy(irbot_env["AWS_ENDPOINT_URL"]).start()
+        proxy.refuse(action, code, status, times=times)
         proxies.append(proxy)
         # Only EC2 goes through the proxy; S3 (the evidence) talks to moto directly.
         monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
@@ -94,7 +40,7 @@ def test_throttling_is_retried_and_the_collect_still_succeeds(irbot_env, slack, 
     proxy = faulty("DescribeInstances", "RequestLimitExceeded", 503, times=2)
     outcome = run_command(collect_request(world["instance"]))
     assert outcome["ok"] is True
-    assert proxy.seen == 3  # two throttled answers, then the real one
+    assert proxy.tally.seen["DescribeInstances"] == 3  # two throttled answers, then the real one
     assert "Evidence from" in slack.messages(CHANNEL)[0]["text"]
 
 

@@ -46,6 +46,7 @@ def irbot(*args: str, env: dict) -> subprocess.CompletedProcess:
         ("serve", {"SLACK_API_URL": "http://localhost:9/"}, "irbot: SLACK_API_URL is malformed: it should hold an http(s) URL ending in /api/"),
         ("serve", {"PORT": "http"}, "irbot: PORT is malformed: it should hold a TCP port number"),
         ("worker", {"IR_EVIDENCE_BUCKET": None}, "irbot: IR_EVIDENCE_BUCKET is not set"),
+        ("serve", {"IR_EVIDENCE_BUCKET": None}, "irbot: IR_EVIDENCE_BUCKET is not set"),
         ("worker", {"IR_EVIDENCE_RETENTION_DAYS": "ninety"}, "irbot: IR_EVIDENCE_RETENTION_DAYS is malformed: it should hold a number of days"),
         ("worker", {"IR_EVIDENCE_LOCK_MODE": "LEGAL"}, "irbot: IR_EVIDENCE_LOCK_MODE is malformed: it should hold COMPLIANCE or GOVERNANCE."),
         ("worker", {"AWS_REGION": None}, "irbot: AWS_REGION is not set"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
+import time
 
 import boto3
 import pytest
@@ -120,7 +123,7 @@ def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_a
     from tests.helpers import OUTSIDER, RESPONDER, SECOND_RESPONDER, signed_headers, slash_command
     from tests.processes import block_action
 
-    app = create_app(load(__import__("os").environ, "serve"), connect("redis://127.0.0.1:9/0"))  # nothing listens there
+    app = create_app(load(os.environ, "serve"), connect("redis://127.0.0.1:9/0"))  # nothing listens there
 
     def send(body: str):
         return app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
@@ -137,19 +140,38 @@ def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_a
     assert slack.ephemerals(RESPONDER) == []
 
 
-def test_with_no_worker_alive_the_requester_is_told_at_once(irbot_env, slack, redis_conn):
+def test_with_no_worker_alive_the_requester_is_told_and_a_late_worker_expires_what_is_overdue_first(irbot_env, world, slack, redis_conn, monkeypatch):
     from slack_bolt.request import BoltRequest
 
     from bot.app import create_app
     from core.queues import connect
     from core.settings import load
-    from tests.helpers import signed_headers, slash_command
+    from tests.helpers import CHANNEL, signed_headers, slash_command
+    from tests.processes import IRBOT
 
-    app = create_app(load(__import__("os").environ, "serve"), connect(irbot_env["REDIS_URL"]))
-    body = slash_command("collect i-0123456789abcdef0")
-    answer = app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
-    text = json.loads(answer.body)["text"]
-    assert "queued as request" in text and "no worker is running right now" in text
+    monkeypatch.setenv("IR_APPROVAL_EXPIRY_SECONDS", "1")
+    app = create_app(load(os.environ, "serve"), connect(irbot_env["REDIS_URL"]))  # the bot alone: no worker runs
+
+    def command(text: str) -> str:
+        body = slash_command(text)
+        return json.loads(app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()})).body)["text"]
+
+    isolate, collect = command(f"isolate {world['instance']}"), command(f"collect {world['instance']}")
+    assert "no worker is running right now" in isolate and "no worker is running right now" in collect
+    time.sleep(1.5)  # the isolate's approval window closes while nobody could even see its plan
+
+    env = {**os.environ, **irbot_env}
+    started = subprocess.run([IRBOT, "worker", "--burst"], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    posts = [m["text"] for m in slack.messages(CHANNEL)]
+    expired = next(i for i, t in enumerate(posts) if "Expired unapproved" in t)
+    resumed = next(i for i, t in enumerate(posts) if t.startswith("A worker is running again"))
+    evidence = next(i for i, t in enumerate(posts) if t.startswith("Evidence from"))
+    assert expired < resumed < evidence  # overdue first, then the news, then the work
+    assert f"`/ir collect {world['instance']}`" in posts[resumed] and "isolate" not in posts[resumed]
+    assert redis_conn.hlen("irbot:waiting-for-a-worker") == 0
+    assert boto3.client("ec2").describe_instances(InstanceIds=[world["instance"]])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    assert not any("Approval needed" in t for t in posts)  # an expired request never shows buttons
 
 
 def test_interaction_bodies_of_the_wrong_shape_are_answered_not_crashed_on(irbot_env, slack):
@@ -162,7 +184,7 @@ def test_interaction_bodies_of_the_wrong_shape_are_answered_not_crashed_on(irbot
     from core.settings import load
     from tests.helpers import signed_headers
 
-    app = create_app(load(__import__("os").environ, "serve"), connect(irbot_env["REDIS_URL"]))
+    app = create_app(load(os.environ, "serve"), connect(irbot_env["REDIS_URL"]))
     for payload in ({"type": "block_actions", "user": "U0ALICE01", "actions": "approve", "channel": ["C0INCIDENT"]},
                     {"type": "block_actions", "user": {"id": 7}, "actions": [{"action_id": "ir_request_isolate", "value": 12}]},
                     {"type": "block_actions", "user": {"id": "U0ALICE01"}, "actions": [{"action_id": "ir_request_isolate", "value": "[1]"}]},
@@ -195,11 +217,13 @@ def test_an_interface_is_never_left_allow_all_when_the_move_out_keeps_failing(mo
         return set_groups
 
     monkeypatch.setattr(isolate, "set_interface_groups", flaky(2))
-    assert isolate._leave_allow_all(None, "i-1", eni, groups) == "a later try moved eni-1 to the isolation group"
+    assert isolate._leave_allow_all(None, "i-1", eni, groups) == (True, "a later try moved eni-1 to the isolation group")
     assert moves == [["sg-iso"]] * 3
     moves.clear()
     monkeypatch.setattr(isolate, "set_interface_groups", flaky(3))
-    assert "back in its own groups (sg-web), NOT isolated" in isolate._leave_allow_all(None, "i-1", eni, groups)
+    isolated, sentence = isolate._leave_allow_all(None, "i-1", eni, groups)
+    assert not isolated and "back in its own groups (sg-web), NOT isolated" in sentence
     moves.clear()
     monkeypatch.setattr(isolate, "set_interface_groups", flaky(4))
-    assert "may still be in the allow-all group sg-all: move it out by hand now" in isolate._leave_allow_all(None, "i-1", eni, groups)
+    isolated, sentence = isolate._leave_allow_all(None, "i-1", eni, groups)
+    assert not isolated and "may still be in the allow-all group sg-all: move it out by hand now" in sentence

@@ -195,7 +195,7 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
     fake = FakeSlack(BOT_TOKEN, app_token=app_token).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "IR_"))}
     env.update({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": fake.api_url,
-                "REDIS_URL": redis_url, "IR_RESPONDERS": RESPONDER, "IR_APPROVERS": SECOND_RESPONDER, "PYTHONUNBUFFERED": "1",
+                "REDIS_URL": redis_url, "IR_EVIDENCE_BUCKET": "ir-evidence", "IR_RESPONDERS": RESPONDER, "IR_APPROVERS": SECOND_RESPONDER, "PYTHONUNBUFFERED": "1",
                 "PORT": str(free_port())})
     log = tmp_path / "serve.log"
     process = subprocess.Popen([IRBOT, "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

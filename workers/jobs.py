@@ -25,7 +25,7 @@ from core.queues import queue
 from core.request import CommandRequest
 from workers import batches
 from workers.context import JobContext, bind_logs
-from workers.running import incident_changed, load, post_with_seal, run_action, run_started
+from workers.running import expire_now, incident_changed, load, post_with_seal, run_action, run_started
 
 log = get_logger(__name__)
 
@@ -219,12 +219,9 @@ def expire_request(request_id: str) -> dict:
     ctx, pending = load(request_id)
     if pending is None:
         return {"ok": False}
-    decision = ctx.book.expire(request_id)
+    decision = expire_now(ctx, request_id)
     if decision.reason == "not due yet":
         remaining = max(1, int(pending.expires_at - ctx.book.now()) + 1)
         queue(ctx.connection).enqueue_in(timedelta(seconds=remaining), "workers.jobs.expire_request", request_id)
         return {"ok": False, "state": pending.state}
-    if decision.ok:
-        cards.redraw_request(ctx.slack, decision.request)
-        incident_changed(ctx)
     return {"ok": decision.ok, "state": decision.state}

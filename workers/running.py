@@ -36,6 +36,15 @@ def incident_changed(ctx: JobContext) -> None:
     cards.redraw_incident(ctx.slack, ctx.connection, ctx.request.incident)
 
 
+def expire_now(ctx: JobContext, request_id: str):
+    """End a request whose approval window has closed, and show it; one not due yet is left as it is."""
+    decision = ctx.book.expire(request_id)
+    if decision.ok:
+        cards.redraw_request(ctx.slack, decision.request)
+        incident_changed(ctx)
+    return decision
+
+
 def post_with_seal(ctx: JobContext, text: str, blocks: list[dict], update_ts: str | None = None) -> None:
     line = ctx.seal()
     if line:

@@ -11,6 +11,7 @@ from rq import Worker
 from rq.exceptions import AbandonedJobError
 
 from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
+from workers.catchup import catch_up
 
 JOB_HEARTBEAT_SECONDS = 5  # how often a running job's worker says it is alive
 HEARTBEAT_GRACE_SECONDS = 15  # how long past a missed heartbeat a job counts as abandoned (RQ: 60)
@@ -52,6 +53,7 @@ def work(connection, name: str, *, burst: bool, logging_level: str, log) -> None
     for generation in itertools.count():
         # A new name each time: RQ refuses a name whose registration has not expired yet.
         worker = make_worker(connection, name if generation == 0 else f"{name}-{generation}")
+        catch_up(connection)  # before anything else: what went overdue while no worker ran
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
         except (RedisError, ValueError) as exc:
