@@ -26,7 +26,7 @@ def _state(options: dict) -> str:
 @action("compromise", risk=Risk.CHANGE,
         summary="The whole playbook: collect, isolate, snapshot, memory, and stop with --stop.",
         permissions=tuple(p for part in PARTS for p in REGISTRY[part].permissions),
-        extra_options=(Option("--stop"),), needs=(Need.RECORD,), card_state=_state, loses_memory=True, timeout_seconds=60 * 60)
+        extra_options=(Option("--stop", says="and then STOP the instance: whatever is only in its memory is lost"),), needs=(Need.RECORD,), card_state=_state, loses_memory=True, timeout_seconds=60 * 60)
 def compromise(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
                stop: bool = False) -> Result:
     result = Result("compromise", instance_id, region)

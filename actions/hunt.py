@@ -25,7 +25,7 @@ CREATING_EVENTS = {"RunInstances", "CreateSecurityGroup", "CreateKeyPair", "Impo
 
 
 @action("hunt-key", risk=Risk.READ, summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS,
-        target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date"),), needs=(Need.EVENTS,))
+        target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date", says="for everything since {value}"),), needs=(Need.EVENTS,))
 def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
              since: str | None = None, max_parallel: int = 8) -> Result:
     events: EventSource | None = context.events

@@ -25,6 +25,12 @@ from actions.steps import Outcome, StepLog
 
 STATUS_TAG = "irbot:status"
 RECORD_NAME = "isolation-record.json"
+RELEASE_NAME = "release-record.json"
+
+
+def is_isolation_record(record: dict | None) -> bool:
+    """Whether irbot's newest state record of the target is an isolation not released since."""
+    return bool(record) and not record.get("released")
 
 PERMISSIONS = (
     "ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags",
@@ -46,11 +52,11 @@ def isolate(session: boto3.Session, instance_id: str, region: str, *, context: R
     aws = Clients(session, region)
     _, instance = describe_instance(aws.ec2, instance_id)
     result = Result("isolate", instance_id, region)
-    record = context.record
     # The record of an earlier isolation that was not released is the original state: keep it, even
     # if that isolation stopped halfway, so a second run finishes the job and release restores the truth.
-    quarantined = bool(record) and tag(instance, STATUS_TAG) != "released" or tag(instance, STATUS_TAG) == "quarantine"
-    record = record if (record and quarantined) else configuration(aws, instance)
+    # Decided from irbot's own record alone: the instance's tags are the suspect's to write.
+    quarantined = is_isolation_record(context.record)
+    record = context.record if quarantined else configuration(aws, instance)
 
     # 1. Record, before anything changes; a second isolate keeps the first record (the original state).
     def keep_record() -> str:
@@ -111,8 +117,10 @@ def _tag_quarantine(aws: Clients, instance: dict, steps: StepLog, dry_run: bool,
         "irbot:isolated-at": context.started_at,
         "Environment": f"Quarantine:{context.incident}",
     }
+    # Already so only if every tag is as this isolation would write it: a suspect can preset the status tag.
     change(steps, "tag", "Tag it as quarantined", dry_run=dry_run, plan=f"{STATUS_TAG}=quarantine, incident {context.incident}",
-           already=lambda: "tagged by an earlier isolation" if tag(instance, STATUS_TAG) == "quarantine" else None,
+           already=lambda: "tagged by an earlier isolation"
+           if all(tag(instance, k) == v for k, v in tags.items() if v and k != "irbot:isolated-at") and tag(instance, "irbot:isolated-at") else None,
            do=lambda: call(aws.ec2, "create_tags", Resources=[instance["InstanceId"]],
                            Tags=[{"Key": k, "Value": v} for k, v in tags.items() if v]), done=f"{STATUS_TAG}=quarantine, incident {context.incident}")
 

@@ -93,7 +93,7 @@ def resolve(session: boto3.Session, region: str, text: str, settings: MemorySett
 
 @action("memory", risk=Risk.CHANGE, summary="Capture memory over SSH from one or more hosts, straight into the evidence bucket.",
         permissions=("ec2:DescribeInstances", "ec2:GetConsoleOutput"), target="memory-target", many=True,
-        extra_options=(Option("--public"),), card_state="memory captured", queue="long", timeout_seconds=12 * 3600, fan_out=True,
+        extra_options=(Option("--public", says="over the instances' public addresses"),), card_state="memory captured", queue="long", timeout_seconds=12 * 3600, fan_out=True,
         target_title="Capture {target}'s memory", batch_word="captures")
 def capture(session: boto3.Session, target: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
             public: bool = False) -> Result:

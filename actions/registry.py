@@ -57,6 +57,9 @@ class Option:
     takes: str | None = None  # the value's placeholder, None for a flag
     kind: str = "flag"  # how the grammar checks the value: flag, region, date, kms-key, text, severity
     rest: bool = False  # the value is the rest of the line (free text)
+    # What it does, in words, for every headline and approval dialog ("{value}" is its value): a destructive
+    # option must be read before anyone approves, not found in step 5 of 5.
+    says: str = ""
 
     @property
     def key(self) -> str:
@@ -64,7 +67,7 @@ class Option:
 
 
 REGION = Option("--region", "R", "region")
-DRY_RUN = Option("--dry-run")
+DRY_RUN = Option("--dry-run", says="as a DRY RUN: nothing will change")
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import boto3
 
-from actions.artefacts import Result
+from actions.artefacts import Result, json_artefact
 from actions.aws import call
 from actions.changes import change
 from actions.configuration import Clients, auto_scaling_group, classic_load_balancers, profile_association, short, tag, target_groups
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
-from actions.isolate import STATUS_TAG
+from actions.isolate import RELEASE_NAME, STATUS_TAG
 from actions.network import interface_groups, set_interface_groups
 from actions.registry import Need, Risk, action
-from actions.steps import StepLog
+from actions.steps import Outcome, StepLog
 
 PERMISSIONS = (
     "ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags",
@@ -29,6 +29,12 @@ PERMISSIONS = (
         needs=(Need.RECORD,), card_state="released")
 def release(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False) -> Result:
     record = context.record
+    if record and record.get("released"):
+        if record.get("request") == context.request_id:  # this very request got that far before its worker died
+            steps.add("released", "Restore what isolation changed", Outcome.ALREADY, f"released by this request at {record.get('released_at')}")
+            return Result("release", instance_id, region, steps=steps.steps)
+        raise ActionError(f"irbot's record says {instance_id} was released already (request {record.get('request')} at "
+                          f"{record.get('released_at')}); isolate it again first if it needs releasing.")
     if not record:
         raise ActionError(f"irbot has no isolation record for {instance_id}: it was not isolated by irbot, so there is nothing to restore.")
     aws = Clients(session, region)
@@ -109,6 +115,10 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
     change(steps, "tag", "Tag it as released, and put its Environment tag back", dry_run=dry_run, plan=f"{STATUS_TAG}=released",
            already=lambda: "tagged released" if tag(instance, STATUS_TAG) == "released" else None,
            do=retag, done=f"{STATUS_TAG}=released, Environment " + (f"= {environment}" if environment is not None else "removed"))
+    if not dry_run and not any(step.outcome is Outcome.FAILED for step in steps.steps):
+        # irbot's own word that the isolation is over: the next isolate records the state afresh, and a second release refuses.
+        context.store(json_artefact(RELEASE_NAME, "The isolation this release ended", {
+            "released": True, "released_at": context.started_at, "request": context.request_id, "isolation": record}, state_record=True))
     result = Result("release", instance_id, region, steps=steps.steps)
     result.notes.append("Evidence stays as it is: snapshots, saved objects and the role's revoke-older-sessions policy (it only denies tokens issued before the isolation).")
     return result

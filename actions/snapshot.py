@@ -20,7 +20,7 @@ PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags",
 
 
 @action("snapshot", risk=Risk.READ, summary="Snapshot every volume of an instance (crash-consistent, one call).", permissions=PERMISSIONS,
-        extra_options=(Option("--copy-to-kms", "KEY", "kms-key"),), card_state="snapshotted")
+        extra_options=(Option("--copy-to-kms", "KEY", "kms-key", says="and copy each snapshot, encrypted with KMS key {value}"),), card_state="snapshotted")
 def snapshot(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
              copy_to_kms: str | None = None, wait_seconds: float = 900, poll_seconds: float = 5) -> Result:
     ec2 = client(session, "ec2", region)

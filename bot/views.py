@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import actions
 from bot.grammar import Command, help_text
+from chat.messages import escape, headline
 
 
 STATE_UNAVAILABLE = "irbot could not reach its state store (Redis); nothing was decided. Try again in a moment."
@@ -21,19 +22,19 @@ def help_reply(available, gated) -> dict:
 
 def queued(command: Command, user_id: str, request_id: str) -> dict:
     """Seen by the whole channel, so everyone knows what was asked and by whom."""
-    targets = " ".join(command.targets)
-    region = f" in {command.options['region']}" if command.options.get("region") else ""
+    region = f" in {escape(command.options['region'])}" if command.options.get("region") else ""
     return {
         "response_type": "in_channel",
-        "text": f"<@{user_id}> ran `/ir {command.name} {targets}`{region}: queued as request `{request_id}`; results will follow here.",
+        "text": f"<@{user_id}> ran {headline(command.name, command.targets, command.options)}{region}: queued as request `{request_id}`; "
+                "results will follow here.",
     }
 
 
 def awaiting_approval(command: Command, user_id: str, request_id: str) -> dict:
-    targets = " ".join(command.targets)
     return {
         "response_type": "in_channel",
-        "text": f"<@{user_id}> asked for `/ir {command.name} {targets}`: it {'runs code on a host' if actions.get(command.name).target == 'memory-target' else 'changes AWS'}, "
+        "text": f"<@{user_id}> asked for {headline(command.name, command.targets, command.options)}: it "
+        f"{'runs code on a host' if actions.get(command.name).target == 'memory-target' else 'changes AWS'}, "
         "so it needs approval by someone else. "
         f"The plan and the Approve / Deny buttons follow here (request `{request_id}`).",
     }

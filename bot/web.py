@@ -12,6 +12,12 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from core.queues import WORKER_TTL_SECONDS, live_workers
 
 EVENTS_PATH = "/slack/events"
+# Slack's requests are small: a slash command is a few hundred bytes, and the biggest, a button
+# press on a full message, carries that message (at most 50 blocks of 3,000 characters, URL-encoded
+# JSON): well under 1 MiB. Bolt's adapter reads and decodes a whole body before it checks the
+# signature, so anything bigger is refused unread (waitress checks Content-Length and chunked
+# bodies against the same number).
+MAX_BODY_BYTES = 1 << 20
 
 
 def health(connection: Redis) -> tuple[int, dict]:
@@ -45,14 +51,29 @@ def health_app(connection: Redis, fallback=None):
     return application
 
 
+def refuse_oversized(application, limit: int = MAX_BODY_BYTES):
+    """413 for a body over ``limit`` bytes, before anything reads it."""
+
+    def guarded(environ, start_response):
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > limit:
+            body = f"irbot takes request bodies of at most {limit} bytes\n".encode()
+            start_response("413 Payload Too Large", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Connection", "close")])
+            return [body]
+        return application(environ, start_response)
+
+    return guarded
+
+
 def wsgi_app(app: App, connection: Redis):
-    return health_app(connection, SlackRequestHandler(app, path=EVENTS_PATH))
+    return health_app(connection, refuse_oversized(SlackRequestHandler(app, path=EVENTS_PATH)))
 
 
 def serve(app: App, connection: Redis, port: int, host: str = "0.0.0.0") -> None:
     import waitress
 
-    waitress.serve(wsgi_app(app, connection), host=host, port=port, threads=8, ident="irbot", clear_untrusted_proxy_headers=True)
+    waitress.serve(wsgi_app(app, connection), host=host, port=port, threads=8, ident="irbot", clear_untrusted_proxy_headers=True,
+                   max_request_body_size=MAX_BODY_BYTES)
 
 
 def serve_health_in_background(connection: Redis, port: int, host: str = "0.0.0.0") -> None:
@@ -62,4 +83,4 @@ def serve_health_in_background(connection: Redis, port: int, host: str = "0.0.0.
     import waitress
 
     threading.Thread(target=waitress.serve, args=(health_app(connection),), daemon=True, name="healthz",
-                     kwargs={"host": host, "port": port, "threads": 2, "ident": "irbot"}).start()
+                     kwargs={"host": host, "port": port, "threads": 2, "ident": "irbot", "max_request_body_size": MAX_BODY_BYTES}).start()

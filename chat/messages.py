@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
+import actions
 from actions.artefacts import Result
 from core.evidence import Protection, StoredObject
 from core.request import CommandRequest
@@ -13,6 +15,30 @@ from core.request import CommandRequest
 def escape(text: str) -> str:
     """Slack mrkdwn control characters, so echoed input can't ping @channel or forge a link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def command_line(name: str, targets, options: dict) -> str:
+    """The command as asked, every option but the region included (raw: escape it where it is shown)."""
+    spec = actions.get(name)
+    words = [f"/ir {name}", *targets]
+    for option in spec.options if spec else ():
+        value = options.get(option.key)
+        if option.key != "region" and value not in (None, False, ""):
+            words.append(option.name if option.takes is None else f"{option.name} {value}")
+    return " ".join(words)
+
+
+def consequences(name: str, options: dict) -> str:
+    """What the options do, in words (raw): '' when none say anything. Headlines and approval dialogs show it."""
+    spec = actions.get(name)
+    return "; ".join(option.says.format(value=options[option.key]) for option in (spec.options if spec else ())
+                     if option.says and options.get(option.key) not in (None, False, ""))
+
+
+def headline(name: str, targets, options: dict) -> str:
+    """`/ir … --delete` — *and DELETE the key: …*, escaped, for mrkdwn."""
+    said = consequences(name, options)
+    return f"`{escape(command_line(name, targets, options))}`" + (f" — *{escape(said)}*" if said else "")
 
 
 def human_size(size: int) -> str:
@@ -26,16 +52,16 @@ def human_size(size: int) -> str:
 
 def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredObject], protection: Protection, bucket: str, prefix: str) -> tuple[str, list[dict]]:
     head = (
-        f"Evidence from {result.target} ({result.region}) collected for <@{request.user_id}>: "
-        f"{len(stored)} objects in s3://{bucket}/{prefix}, {protection.describe(bucket)}."
+        f"Evidence from {escape(result.target)} ({escape(result.region)}) collected for <@{request.user_id}>: "
+        f"{len(stored)} objects in s3://{bucket}/{escape(prefix)}, {protection.describe(bucket)}."
     )
-    lines = [f"• {o.name} — {human_size(o.size)} — sha256 {o.sha256} — {o.url}" for o in stored]
+    lines = [f"• {escape(o.name)} — {human_size(o.size)} — sha256 {o.sha256} — {o.url}" for o in stored]
     notes = [f"⚠️ {escape(n)}" for n in result.notes]
     text = "\n".join([head, *lines, *notes])
 
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *Evidence collected* from `{result.target}` ({result.region}) for <@{request.user_id}>"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`s3://{bucket}/{prefix}` · {protection.describe(bucket)} · request `{request.id}`"}]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *Evidence collected* from `{escape(result.target)}` ({escape(result.region)}) for <@{request.user_id}>"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`s3://{bucket}/{escape(prefix)}` · {protection.describe(bucket)} · request `{request.id}`"}]},
     ]
     if not protection.locked:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f":warning: *Evidence is not write-protected*: bucket `{bucket}` has no Object Lock."}})
@@ -43,7 +69,7 @@ def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredO
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*<{o.url}|{o.name}>* · {human_size(o.size)}\nsha256 `{o.sha256}`"},
+                "text": {"type": "mrkdwn", "text": f"*<{o.url}|{escape(o.name)}>* · {human_size(o.size)}\nsha256 `{o.sha256}`"},
             }
         )
     for note in notes:
@@ -93,18 +119,18 @@ def step_lines(steps: list[dict]) -> list[str]:
 def approval_card(pending) -> tuple[str, list[dict]]:
     """The one message a gated request lives in, drawn for its current state."""
     request = pending.request
-    command = f"/ir {request.command} {' '.join(request.targets)}"
+    command = headline(request.command, request.targets, request.options)
     region = request.region or "the default region"
     heading = STATE_HEADINGS.get(pending.state, pending.state)
     status = _status_line(pending)
     plan = step_lines(pending.steps or pending.plan)
     plan_title = "Steps" if pending.steps else "Plan (dry run, nothing changed yet)"
 
-    text = "\n".join([f"{heading}: `{command}` in {region}, requested by <@{request.user_id}> (request {pending.id}).", status, *plan])
+    text = "\n".join([f"{heading}: {command} in {escape(region)}, requested by <@{request.user_id}> (request {pending.id}).", status, *plan])
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: `{escape(command)}` in {region}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: {command} in {escape(region)}"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": (
-            f"requested by <@{request.user_id}> · incident `{request.incident or request.channel_id}` · request `{pending.id}`"
+            f"requested by <@{request.user_id}> · incident `{escape(request.incident or request.channel_id)}` · request `{pending.id}`"
             f" · expires <!date^{int(pending.expires_at)}^{{time}}|{_when(pending.expires_at)}>")}]},
     ]
     if plan:
@@ -117,7 +143,7 @@ def approval_card(pending) -> tuple[str, list[dict]]:
                 {"type": "button", "action_id": "ir_approve", "style": "primary", "value": pending.id,
                  "text": {"type": "plain_text", "text": "Approve"},
                  "confirm": {"title": {"type": "plain_text", "text": "Approve this action?"},
-                             "text": {"type": "mrkdwn", "text": f"`{escape(command)}` will run against AWS as soon as the quorum is reached."},
+                             "text": {"type": "mrkdwn", "text": f"{command} will run against AWS in {escape(region)} as soon as the quorum is reached."[:300]},
                              "confirm": {"type": "plain_text", "text": "Approve"}, "deny": {"type": "plain_text", "text": "Back"}}},
                 {"type": "button", "action_id": "ir_deny", "style": "danger", "value": pending.id, "text": {"type": "plain_text", "text": "Deny"}},
                 {"type": "button", "action_id": "ir_cancel", "value": pending.id, "text": {"type": "plain_text", "text": "Cancel (requester)"}},
@@ -150,12 +176,12 @@ def _status_line(pending) -> str:
 
 def steps_report(request: CommandRequest, steps: list[dict], region: str, *, state: str, notes=()) -> tuple[str, list[dict]]:
     """An action that runs in steps: redrawn as each finishes, then with the outcome and notes."""
-    command = f"/ir {request.command} {' '.join(request.targets)}"
+    command = headline(request.command, request.targets, request.options)
     lines = step_lines(steps)
     notes = [f"⚠️ {escape(n)}" if not n.startswith("Saved ") else escape(n) for n in notes]
-    text = "\n".join([f"{state}: `{command}` in {region}, for <@{request.user_id}>.", *lines, *notes])
+    text = "\n".join([f"{state}: {command} in {escape(region)}, for <@{request.user_id}>.", *lines, *notes])
     blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{state}*: `{escape(command)}` in {region}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{state}*: {command} in {escape(region)}"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "Starting…"}},
         *({"type": "context", "elements": [{"type": "mrkdwn", "text": n[:2900]}]} for n in notes[:20]),
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
@@ -170,9 +196,9 @@ def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict
     """One suspicious resource, with the buttons that act on it (each opens an approval request)."""
     origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
     title = f"{finding['kind']} `{finding['id']}` in {finding['region']}"
-    text = f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, {origin}: {finding['detail']}"
+    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, {origin}: {finding['detail']}")
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created {finding.get('created') or '?'}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created {escape(str(finding.get('created') or '?'))}"}},
     ]
     buttons = []
     for command, label, style in FINDING_BUTTONS.get(finding["kind"], ()):
@@ -189,11 +215,11 @@ def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict
 
 def audit_trail(incident: str, records: list[dict], head: tuple[int, str], sealed: int, limit: int = 40) -> str:
     shown = records[-limit:]
-    lines = [f"*Audit trail of {incident}* ({len(records)} records, newest last)"]
+    lines = [f"*Audit trail of {escape(incident)}* ({len(records)} records, newest last)"]
     if len(records) > limit:
-        lines.append(f"_{len(records) - limit} earlier records: `irbot audit export --incident {incident}`_")
+        lines.append(f"_{len(records) - limit} earlier records: `irbot audit export --incident {escape(incident)}`_")
     for r in shown:
-        actor = f"<@{r['actor']}>" if r["actor"][:1] in ("U", "W") else r["actor"]
+        actor = f"<@{r['actor']}>" if re.fullmatch(r"[UW][A-Z0-9]{2,20}", r["actor"]) else escape(r["actor"])
         request = r.get("params", {}).get("request")
         what = f"{r['action']} {r.get('target', '')} {_detail(r)}".strip()
         lines.append(f"`#{r['seq']}` {r['time'][11:19]} {actor} {escape(what)} → {escape(str(r.get('outcome', '')))}" + (f" (request {request})" if request else ""))
@@ -227,7 +253,7 @@ def memory_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str
         eta = f" · {max(0, (expected - done) / rate):.0f} s left" if expected and rate and row.get("state") == "capturing" else ""
         tail = ""
         if row.get("state") == "complete":
-            tail = f" · sha256 `{row.get('sha256')}` · {row.get('uri')}"
+            tail = f" · sha256 `{row.get('sha256')}` · {escape(str(row.get('uri')))}"
         elif row.get("state") == "failed":
             tail = f" · {escape(row.get('reason', ''))}"
         lines.append(f"{STATE_MARKS.get(row.get('state'), '')} `{escape(target)}` — {row.get('state')} · {amount}{speed}{eta}{tail}")
@@ -246,13 +272,13 @@ SEVERITY_MARKS = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:
 def incident_card(incident, summary: dict, head: tuple[int, str]) -> tuple[str, list[dict]]:
     """The pinned card of an incident: what it is, who leads it, where every target stands."""
     status = "CLOSED" if incident.status == "closed" else "open"
-    targets = [f"• `{escape(t)}`: {', '.join(states)}" for t, states in summary["targets"].items()] or ["• none yet"]
-    keys = ", ".join(f"`{k}`" for k in summary["keys_revoked"]) or "none"
+    targets = [f"• `{escape(t)}`: {escape(', '.join(states))}" for t, states in summary["targets"].items()] or ["• none yet"]
+    keys = ", ".join(f"`{escape(k)}`" for k in summary["keys_revoked"]) or "none"
     waiting = ", ".join(f"`{escape(w)}`" for w in summary["waiting"]) or "none"
     seq, digest = head
     lines = [
-        f"{SEVERITY_MARKS.get(incident.severity, '')} *{incident.id}* — {escape(incident.title)}",
-        f"Severity *{incident.severity}* · commander <@{incident.commander}> · status *{status}*",
+        f"{SEVERITY_MARKS.get(incident.severity, '')} *{escape(incident.id)}* — {escape(incident.title)}",
+        f"Severity *{escape(str(incident.severity))}* · commander <@{incident.commander}> · status *{status}*",
         "*Targets*", *targets,
         f"*Keys revoked*: {keys}",
         f"*Approvals waiting*: {waiting}",

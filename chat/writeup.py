@@ -1,25 +1,33 @@
-"""The incident report, in Markdown, written from the audit trail."""
+"""The incident report, in Markdown, written from the audit trail.
+
+Much of what it shows came from outside: a title copied from a finding, a close summary, resource
+names and step details from AWS. Every such string is escaped (_text, _cell, _code), so the report
+renders as text wherever it is read — no image that calls an attacker's server, no forged link, no
+HTML.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from collections import OrderedDict
 
 
 def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed: int) -> str:
     lines = [
-        f"# {incident.id}: {incident.title}",
+        f"# {_text(incident.id)}: {_text(incident.title)}",
         "",
-        f"- Severity: {incident.severity}",
-        f"- Commander: {incident.commander}",
-        f"- Status: {incident.status}" + (f" (closed {incident.closed_at})" if incident.closed_at else ""),
-        f"- Opened: {incident.opened_at or (records[0]['time'] if records else '-')}",
+        f"- Severity: {_text(incident.severity)}",
+        f"- Commander: {_text(incident.commander)}",
+        f"- Status: {_text(incident.status)}" + (f" (closed {_text(incident.closed_at)})" if incident.closed_at else ""),
+        f"- Opened: {_text(incident.opened_at or (records[0]['time'] if records else '-'))}",
     ]
     if incident.summary:
-        lines.append(f"- Summary: {incident.summary}")
+        lines.append(f"- Summary: {_text(incident.summary)}")
     lines += ["", "## Timeline", "", "Every record of the incident's audit trail, oldest first.", "",
               "| # | time (UTC) | actor | action | target | outcome |", "| --- | --- | --- | --- | --- | --- |"]
     for r in records:
-        lines.append(f"| {r['seq']} | {r['time']} | {r['actor']} | {r['action']} | {_cell(r.get('target', ''))} | {_cell(str(r.get('outcome', '')))} |")
+        lines.append(f"| {_cell(r['seq'])} | {_cell(r['time'])} | {_cell(r['actor'])} | {_cell(r['action'])} | {_cell(r.get('target', ''))} | {_cell(r.get('outcome', ''))} |")
 
     requests: "OrderedDict[str, dict]" = OrderedDict()
     for r in records:
@@ -40,28 +48,46 @@ def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed
             entry["steps"].append(f"{r['params'].get('title')}: {r.get('outcome')}")
     lines += ["", "## Actions and approvals", ""]
     for request, e in requests.items():
-        lines.append(f"### `/ir {e['command']} {e['target']}` (request {request})")
-        lines.append(f"- Requested by {e['requested_by'] or '-'}; approved by {', '.join(e['approved_by']) or 'nobody (read-only, or not approved)'}")
+        command = f"/ir {e['command']} {e['target']}"
+        lines.append(f"### {_code(command)} (request {_text(request)})")
+        lines.append(f"- Requested by {_text(e['requested_by'] or '-')}; approved by {_text(', '.join(e['approved_by'])) or 'nobody (read-only, or not approved)'}")
         if e["refused"]:
-            lines.append(f"- Refused approvals: {', '.join(e['refused'])}")
-        lines.append(f"- Outcome: {e['outcome'] or 'still open'}")
-        lines += [f"  - {step}" for step in e["steps"]]
+            lines.append(f"- Refused approvals: {_text(', '.join(e['refused']))}")
+        lines.append(f"- Outcome: {_text(e['outcome']) or 'still open'}")
+        lines += [f"  - {_text(step)}" for step in e["steps"]]
         lines.append("")
 
     lines += ["## Evidence", "", "| object | sha256 | bytes | location |", "| --- | --- | --- | --- |"]
     for r in records:
         if r["action"] == "evidence.stored":
             p = r["params"]
-            lines.append(f"| {p['key'].rsplit('/', 1)[-1]} | `{p['sha256']}` | {p.get('size')} | `{p['key']}` (version {p.get('version_id')}) |")
+            lines.append(f"| {_cell(p['key'].rsplit('/', 1)[-1])} | {_code(p['sha256'])} | {_cell(p.get('size'))} | {_code(p['key'])} (version {_cell(p.get('version_id'))}) |")
     for r in records:
         if r["action"].endswith(".custody") and r["outcome"] == "complete":
             p = r["params"]
-            lines.append(f"| {r['action'].removesuffix('.custody')} of {r.get('target')} | `{p.get('sha256')}` | {p.get('bytes')} | `{p.get('s3')}` (version {p.get('version_id')}) |")
+            lines.append(f"| {_cell(r['action'].removesuffix('.custody'))} of {_cell(r.get('target'))} | {_code(p.get('sha256'))} | {_cell(p.get('bytes'))} | {_code(p.get('s3'))} (version {_cell(p.get('version_id'))}) |")
     seq, digest = head
     lines += ["", "## Audit chain", "", f"Head: record #{seq}, sha256 `{digest}`; sealed to the evidence bucket up to #{sealed}.",
               "Check it with `irbot audit verify`.", ""]
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# What can start markup inline: emphasis, code, links and images, tables, strikethrough; "://" and
+# "www." so GitHub doesn't turn a bare URL into a link. "<" and "&" are HTML-escaped instead.
+MARKDOWN = re.compile(r"[\\`*_\[\]()!|~]|:(?=//)|(?<=www)\.", re.IGNORECASE)
+
+
+def _text(value) -> str:
+    """Untrusted text as inline Markdown: one line, markup and HTML escaped, URLs not turned into links."""
+    one_line = " ".join(str(value if value is not None else "").split())
+    return MARKDOWN.sub(lambda m: "\\" + m.group(0), html.escape(one_line, quote=False))
+
+
+def _cell(value) -> str:
+    return _text(value)  # pipes are escaped with the rest, so a value can't add a column
+
+
+def _code(value) -> str:
+    """A code span: literal inside, so only a backtick (which would end it) and newlines need care."""
+    inner = " ".join(str(value if value is not None else "").split()).replace("`", "ˋ")
+    return f"`{inner}`" if inner else ""

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from actions.aws import Declaration, call
+from actions.aws import Declaration, call, paginate
 from actions.errors import ActionError, explain
 
 
@@ -47,7 +47,7 @@ class StoredObject:
 
 
 class EvidenceStore:
-    def __init__(self, s3, bucket: str, *, lock_mode: str = "COMPLIANCE", retention_days: int = 90, link_expiry_seconds: int = 43200):
+    def __init__(self, s3, bucket: str, *, lock_mode: str = "COMPLIANCE", retention_days: int = 90, link_expiry_seconds: int = 3600):
         self.s3 = s3
         self.bucket = bucket
         self.lock_mode = lock_mode
@@ -90,6 +90,13 @@ class EvidenceStore:
             url=self.link(key, response.get("VersionId")),
             description=description,
         )
+
+    def newest(self, prefix: str) -> bytes | None:
+        """The body of the object under ``prefix`` whose key sorts last (keys that start with a UTC time), or None."""
+        keys = [o["Key"] for o in paginate(self.s3, "list_objects_v2", "Contents", Bucket=self.bucket, Prefix=prefix)]
+        if not keys:
+            return None
+        return call(self.s3, "get_object", Bucket=self.bucket, Key=max(keys))["Body"].read()
 
     def link(self, key: str, version_id: str | None = None) -> str:
         params = {"Bucket": self.bucket, "Key": key}

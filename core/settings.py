@@ -29,6 +29,11 @@ DEFAULT_SIZE_COMMAND = (
 )
 
 
+# One hour: links reach everyone in the channel, guests and later members included, and what they
+# open (console output, user data) often holds secrets; a responder opens them within minutes,
+# and later readers use the bucket with their own AWS access, which is logged.
+LINK_EXPIRY_SECONDS = 3600
+
 VARIABLES = (
     Variable("SLACK_BOT_TOKEN", "the bot token of irbot's Slack app (xoxb-...)", ("serve", "worker", "findings")),
     Variable("SLACK_SIGNING_SECRET", "the signing secret of irbot's Slack app (HTTP mode)", ("serve",)),
@@ -40,7 +45,7 @@ VARIABLES = (
     Variable("IR_EVIDENCE_BUCKET", "the S3 bucket evidence is written to (Object Lock recommended)", ("serve", "worker", "break-glass")),
     Variable("IR_EVIDENCE_RETENTION_DAYS", "days each evidence object is locked for", (), "90"),
     Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
-    Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "43200"),
+    Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "3600"),
     Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir", ("serve",)),
     Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve (or set IR_APPROVER_GROUP)", ("serve", "worker")),
     Variable("IR_APPROVER_GROUP", "a Slack user group (ID S... or handle) whose members may approve", ()),
@@ -183,7 +188,7 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         evidence_bucket=bucket,
         evidence_retention_days=_integer(get, "IR_EVIDENCE_RETENTION_DAYS", 90, 1, 36500, "a number of days from 1 to 36500"),
         evidence_lock_mode=lock_mode,
-        link_expiry_seconds=_integer(get, "IR_LINK_EXPIRY_SECONDS", 43200, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
+        link_expiry_seconds=_integer(get, "IR_LINK_EXPIRY_SECONDS", LINK_EXPIRY_SECONDS, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
         responders=_user_ids(get, "IR_RESPONDERS"),
         approvers=_user_ids(get, "IR_APPROVERS"),
         approver_group=_group(get),

@@ -212,3 +212,20 @@ def test_a_finding_button_from_a_non_responder_is_refused(run_irbot, world, slac
     assert "not on irbot's responder list" in slack.ephemerals(OUTSIDER)[0]
     irbot.settle()
     assert not any("Approval needed" in m.get("text", "") for m in slack.messages(CHANNEL))
+
+
+def test_a_destructive_option_is_in_the_headline_and_the_approve_dialog_and_a_dry_run_says_it_is_one(run_irbot, world, slack):
+    irbot = run_irbot()
+    key = boto3.client("iam").create_access_key(UserName=boto3.client("iam").create_user(UserName="deploy")["User"]["UserName"])["AccessKey"]["AccessKeyId"]
+    _, reply, _ = irbot.command(f"revoke-key {key} --delete")
+    assert f"`/ir revoke-key {key} --delete` — *and DELETE the key" in reply["text"]
+    request_id = re.search(r"request `([0-9a-f]{12})`", reply["text"]).group(1)
+    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "") and "Approval needed" in m["text"]), None))
+    assert "and DELETE the key" in card["blocks"][0]["text"]["text"]
+    approve = next(e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "ir_approve")
+    assert "and DELETE the key" in approve["confirm"]["text"]["text"]
+
+    _, reply, _ = irbot.command(f"isolate {world['instance']} --dry-run")
+    assert "--dry-run` — *as a DRY RUN: nothing will change*" in reply["text"]
+    ran = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "--dry-run" in m["text"]), None))
+    assert "DRY RUN" in ran["blocks"][0]["text"]["text"]

@@ -331,3 +331,57 @@ def test_hunt_key_with_the_real_cloudtrail_client_reports_what_it_found_where_lo
     assert len(gaps) == len({s["name"] for s in gaps})  # one line a region
     text = " ".join(m["text"] + json.dumps(m.get("blocks")) for m in slack.messages(CHANNEL))
     assert instance_id in text and "html" not in text.lower() and "<?xml" not in text
+
+
+def test_hunt_key_cards_are_capped_and_hostile_names_reach_the_channel_as_text(containment, slack, redis_conn):
+    """The holder of a leaked key names what it makes, and can make thousands: neither may steer the channel."""
+    leaked = containment["keys"][0]
+    attacker = boto3.Session(aws_access_key_id=leaked["AccessKeyId"], aws_secret_access_key=leaked["SecretAccessKey"])
+    ec2 = attacker.client("ec2", region_name="eu-west-1")
+    hostile = "<!channel> <https://evil.example/sso|Slack SSO expired - sign in>"
+    for n in range(24):
+        ec2.create_key_pair(KeyName=f"{hostile} {n:02d}")
+
+    outcome = run_command(request("hunt-key", leaked["AccessKeyId"], since=datetime.now(timezone.utc).date().isoformat()).to_dict())
+    assert len([f for f in outcome["facts"]["findings"] if f["kind"] == "key-pair"]) == 24
+    cards = [m for m in slack.messages(CHANNEL) if m["text"].startswith("Finding of /ir hunt-key")]
+    assert len(cards) == 20
+    posted = json.dumps([c.params for c in slack.calls])
+    assert "<!channel>" not in posted and "<https://evil" not in posted and "&lt;!channel&gt;" in posted
+    report = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    total = len(outcome["facts"]["findings"])
+    assert f"{total - 20} more findings (" in report and f"all {total} are in the saved evidence" in report
+    [key] = [k for k in evidence_keys() if k.endswith("hunt-key.json")]
+    stored = json.loads(boto3.client("s3").get_object(Bucket="ir-evidence", Key=key)["Body"].read())
+    assert len([f for f in stored["findings"] if f["kind"] == "key-pair"]) == 24
+
+
+def test_tags_the_suspect_wrote_never_decide_isolation_and_the_record_outlives_redis(containment, slack, redis_conn):
+    """An instance's own role can often tag it: `irbot:status` preset by the suspect must not skip the record or
+    the tags, nor make a later isolate overwrite the original state; and release finds the record in the bucket."""
+    world = containment
+    ec2 = boto3.client("ec2")
+    original = sorted(g["GroupId"] for g in groups_on(world["instance"]))
+    ec2.create_tags(Resources=[world["instance"]], Tags=[{"Key": "irbot:status", "Value": "quarantine"}])  # by the suspect
+
+    outcome, asked = approved_run(redis_conn, "isolate", world["instance"])
+    assert outcome["ok"] and step_outcomes(outcome)["record"] == "done" and step_outcomes(outcome)["tag"] == "done"
+    tags = {t["Key"]: t["Value"] for t in instance(world["instance"])["Tags"]}
+    assert tags["irbot:incident"] == CHANNEL and tags["irbot:requester"] == RESPONDER
+    assert any(k.endswith("isolation-record.json") for k in evidence_keys())
+
+    # The suspect now claims it was released: a second isolate still keeps the original state, not the isolated one.
+    ec2.create_tags(Resources=[world["instance"]], Tags=[{"Key": "irbot:status", "Value": "released"}])
+    time.sleep(1.1)  # IAM's condition times have whole seconds
+    assert approved_run(redis_conn, "isolate", world["instance"])[0]["ok"]
+
+    redis_conn.flushdb()  # Redis loses everything: the record is still in the bucket
+    outcome, _ = approved_run(redis_conn, "release", world["instance"])
+    assert outcome["ok"], outcome
+    assert sorted(g["GroupId"] for g in groups_on(world["instance"])) == original
+    # irbot's own record now says released: a second release is refused at its plan, and changes nothing.
+    again = request("release", world["instance"])
+    assert ApprovalBook(redis_conn, AuditTrail(redis_conn), responders={RESPONDER}, approvers={SECOND_RESPONDER}).open(again).ok
+    planned = prepare_request(again.id)
+    assert not planned["ok"] and "was released already" in planned["error"]
+    assert sorted(g["GroupId"] for g in groups_on(world["instance"])) == original

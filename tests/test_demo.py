@@ -33,11 +33,11 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
         # The memory scene: one host captured over SSH, verified, into the bucket.
         assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
         assert "1 of 1 targets ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
-        # 8 from collect, the isolation record, hunt-key's findings, the image, its chain of custody, the report.
-        assert "Evidence bucket s3://irbot-demo-evidence: 13 evidence objects, 13 of them match their sha256 metadata." in out
+        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody, the report.
+        assert "Evidence bucket s3://irbot-demo-evidence: 14 evidence objects, 14 of them match their sha256 metadata." in out
     else:
         assert "(No memory scene: no OpenSSH server on this machine" in out
-        assert "Evidence bucket s3://irbot-demo-evidence: 11 evidence objects, 11 of them match their sha256 metadata." in out
+        assert "Evidence bucket s3://irbot-demo-evidence: 12 evidence objects, 12 of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)

@@ -97,3 +97,19 @@ def test_an_incident_is_declared_from_a_finding_cards_button(run_irbot, world, s
     channel = next(c for c, v in slack.channels.items() if v["name"] == created.params["name"])
     text = slack.current(channel, slack.calls_to("pins.add")[0].params["timestamp"])["text"]
     assert "EC2 instance is querying a Bitcoin domain" in text and "Severity *high*" in text
+
+
+def test_a_hostile_title_and_summary_reach_the_report_as_text_not_markup(run_irbot, world, slack):
+    """The title may be copied from a finding, the summary typed by anyone in the channel: neither may render as markup."""
+    irbot = run_irbot()
+    hostile = "M ![](https://a.example/p.png) <img onerror=f()> [Sign in](https://e.example)`x`"
+    incident = declare(irbot, slack, f"{hostile} --severity high")
+    irbot.command("close --summary Done. ![t](https://attacker.example/t.png) <script>x</script> www.evil.example", channel=incident["channel"])
+    slack.wait_for(lambda s: "status *CLOSED*" in card(s, incident))
+    irbot.command("report", channel=incident["channel"])
+    [done] = slack.wait_for(lambda s: s.calls_to("files.completeUploadExternal"))
+    report = slack.uploads[json.loads(done.params["files"])[0]["id"]].decode()
+    for markup in ("![", "](http", "<img", "<script", "[Sign in]", "www.evil", "`x`"):
+        assert markup not in report, markup
+    assert report.startswith(f"# {incident['id']}: M \\!\\[\\]\\(https\\://a.example/p.png\\) &lt;img onerror=f\\(\\)&gt; \\[Sign in\\]")
+    assert "- Summary: Done. \\!\\[t\\]\\(https\\://attacker.example/t.png\\) &lt;script&gt;x&lt;/script&gt; www\\.evil.example" in report

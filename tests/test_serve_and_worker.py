@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -104,6 +105,9 @@ def test_collect_is_acked_within_3_seconds_and_its_evidence_reaches_bucket_and_c
         assert obj["ObjectLockMode"] == "COMPLIANCE"
         name = key.rsplit("/", 1)[-1]
         assert f"• {name} — " in message["text"] and f"sha256 {digest}" in message["text"]
+    # Console output and user data often hold secrets: their links live an hour, not half a day.
+    lifetimes = re.findall(r"X-Amz-Expires=(\d+)", json.dumps(message))
+    assert lifetimes and set(lifetimes) == {"3600"}
 
 
 @pytest.mark.parametrize(
@@ -220,3 +224,37 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
         fake.stop()
     assert app_token not in log.read_text() and BOT_TOKEN not in log.read_text()
     assert '"mode": "socket"' in log.read_text()
+
+
+def _status_of_raw_post(url: str, head: bytes, body_chunks) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server may close the connection once it has refused the body
+        return sock.recv(200).split(b"\r\n", 1)[0]
+
+
+def _rss_kib(pid: int) -> int:
+    return int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS")).split()[1])
+
+
+def test_oversized_bodies_are_refused_with_413_before_anything_reads_them(irbot):
+    """A 400 MiB POST with a bogus signature once took `irbot serve` to 2 GiB before its 401."""
+    pid = irbot.processes["serve"].pid
+    before = _rss_kib(pid)
+    declared = (f"POST /slack/events HTTP/1.1\r\nHost: irbot\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                f"X-Slack-Signature: v0=bogus\r\nX-Slack-Request-Timestamp: 1\r\nContent-Length: {400 << 20}\r\n\r\n").encode()
+    assert _status_of_raw_post(irbot.url, declared, (b"a" * (1 << 20) for _ in range(4))) == b"HTTP/1.1 413 Request Entity Too Large"
+    chunked = b"POST /slack/events HTTP/1.1\r\nHost: irbot\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = (b"%x\r\n%s\r\n" % (1 << 20, b"b" * (1 << 20)) for _ in range(8))
+    assert b"413" in _status_of_raw_post(irbot.url, chunked, chunks)
+    assert _rss_kib(pid) - before < 32 << 10  # nothing was buffered whole
+    status, reply, _ = irbot.command("help")  # and it still serves Slack
+    assert status == 200 and "Commands" in reply["text"]

@@ -4,10 +4,12 @@ per process, and one request's view of it (its AWS session, evidence prefix, aud
 from __future__ import annotations
 
 import copy
+import json
 import socket
 from datetime import datetime, timezone
 
 import boto3
+from botocore.config import Config
 import structlog
 from redis import Redis
 from rq import get_current_job
@@ -105,7 +107,9 @@ class JobContext:
 
     def evidence_store(self, declaration: Declaration = EVIDENCE) -> EvidenceStore:
         s = self.settings
-        return EvidenceStore(aws.client(self.session, "s3", s.aws_region, declared=declaration), s.evidence_bucket,
+        # SigV4 links: S3 refuses SigV2 in regions opened since 2014 and for buckets made after June 2020.
+        s3 = aws.client(self.session, "s3", s.aws_region, declared=declaration, config=Config(signature_version="s3v4"))
+        return EvidenceStore(s3, s.evidence_bucket,
                              lock_mode=s.evidence_lock_mode, retention_days=s.evidence_retention_days, link_expiry_seconds=s.link_expiry_seconds)
 
     @property
@@ -146,11 +150,28 @@ class JobContext:
         obj = self.store.put(self.evidence_prefix() + artefact.name, artefact.body, name=artefact.name,
                              content_type=artefact.content_type, description=artefact.description)
         self.kept.append(obj)
-        self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id)
+        copy_key = {}
         if artefact.state_record:
-            # What a later action restores from: the newest record of the target's state before a change.
-            self.connection.set(state_record_key(self.region, self.request.targets[0]), artefact.body)
+            # What a later action decides and restores from: the target's newest state record. Redis holds it
+            # for speed; a copy under a per-target prefix of the bucket outlives Redis (see load_state_record).
+            target = self.request.targets[0]
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            copy = self.store.put(f"{state_record_prefix(self.region, target)}{stamp}-{self.request.id}.json", artefact.body,
+                                  name=artefact.name, content_type=artefact.content_type, description=artefact.description)
+            copy_key = {"state_copy": copy.key}
+            self.connection.set(state_record_key(self.region, target), artefact.body)
+        self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id, **copy_key)
         return obj.uri
+
+    def load_state_record(self, target: str) -> dict | None:
+        """The target's newest state record: from Redis, or from the bucket if Redis lost it. Never from the
+        target itself (its tags are the suspect's to write)."""
+        raw = self.connection.get(state_record_key(self.region, target))
+        if raw is None and self.settings.evidence_bucket:
+            raw = self.store.newest(state_record_prefix(self.region, target))
+            if raw is not None:
+                self.connection.set(state_record_key(self.region, target), raw)
+        return json.loads(raw) if raw else None
 
     def record(self, action: str, outcome: str, **params) -> None:
         r = self.request
@@ -174,6 +195,10 @@ class JobContext:
 
 def state_record_key(region: str, target: str) -> str:
     return f"irbot:isolation:{region}:{target}"
+
+
+def state_record_prefix(region: str, target: str) -> str:
+    return f"state/{region}/{target}/"
 
 
 def bind_logs(request: CommandRequest) -> None:

@@ -129,15 +129,29 @@ def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], dic
     ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
     final = "Dry run, nothing changed" if is_dry_run else ("Done" if ok else "Done, with failures")
     notes = result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept]
+    # Whoever holds a leaked key decides how many resources it makes: a card each for the worst few, a line for the rest.
+    cards_shown = result.findings[:MAX_FINDING_CARDS]
+    if len(result.findings) > len(cards_shown):
+        notes.append(_not_shown(result.findings[len(cards_shown):], len(result.findings)))
     text, blocks = messages.steps_report(request, [s.to_dict() for s in result.steps], ctx.region, state=final, notes=notes)
     if not is_dry_run:
-        for finding in result.findings:
+        for finding in cards_shown:
             ctx.slack.reply(request, *messages.finding_card(request, finding))
     outcome = {"ok": ok, "steps": [s.to_dict() for s in result.steps], "notes": result.notes, "facts": _plain(result.facts)}
     return text, blocks, outcome | ({"update_ts": ts} if ts else {})
 
 
 REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply}
+MAX_FINDING_CARDS = 20
+
+
+def _not_shown(rest: list[dict], total: int) -> str:
+    kinds: dict[str, int] = {}
+    for finding in rest:
+        kinds[str(finding.get("kind"))] = kinds.get(str(finding.get("kind")), 0) + 1
+    listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    return (f"{len(rest)} more findings ({listed}) have no card, so whoever made them can't bury the channel: the first "
+            f"{MAX_FINDING_CARDS}, the surest and most serious, have one; all {total} are in the saved evidence.")
 
 
 def _plain(facts: dict) -> dict:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 
 from actions.artefacts import Result
 from actions.cloudtrail import CloudTrailEvents, EventSource
@@ -12,7 +11,7 @@ from actions.registry import ActionSpec, Need
 from actions.steps import Outcome, StepLog
 from chat import cards
 from core.logs import get_logger
-from workers.context import JobContext, bind_logs, runtime, state_record_key
+from workers.context import JobContext, bind_logs, runtime
 
 log = get_logger(__name__)
 
@@ -24,8 +23,7 @@ def run_action(ctx: JobContext, spec: ActionSpec, target: str, *, dry_run: bool,
     """Run ``spec`` on one target with what it declares it needs."""
     options = {k: v for k, v in ctx.request.options.items() if k not in ("region", "dry_run")}
     if Need.RECORD in spec.needs:
-        raw = ctx.connection.get(state_record_key(ctx.region, target))
-        parts["record"] = json.loads(raw) if raw else None
+        parts["record"] = ctx.load_state_record(target)
     if Need.EVENTS in spec.needs:
         parts["events"] = EVENT_SOURCE
     return spec.run(ctx.session, target, ctx.region, context=ctx.run_context(approvers, **parts), steps=steps, dry_run=dry_run, **options)

@@ -1,0 +1,82 @@
+"""Every message builder, fed hostile strings where outside text goes: nothing reaches Slack as markup.
+
+Outside text is whatever AWS, SQS, a finding or a user wrote: resource names and tags, key-pair
+names, step details quoting AWS, targets, notes, titles and summaries. Slack's mrkdwn turns
+`<!channel>` into a ping, `<https://…|label>` into a link with any label, `<@U…>` and `<#C…>` into
+mentions; escaped, they show as the characters they are.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from actions.artefacts import Result
+from chat import messages
+from core.approvals import PendingRequest
+from core.evidence import Protection, StoredObject
+from core.incidents import Incident
+from core.request import CommandRequest
+
+HOSTILE = "<!channel> <https://evil.example/sso|Slack SSO expired - sign in> <@U0EVIL> <#C0EVIL> <!subteam^S0EVIL>"
+MARKUP = ("<!channel>", "<https://evil", "<@U0EVIL>", "<#C0EVIL>", "<!subteam")
+
+
+def request(**changes) -> CommandRequest:
+    values = dict(command="isolate", targets=(f"i-0abc {HOSTILE}",), options={"region": HOSTILE}, user_id="U0ALICE01",
+                  channel_id="C0INCIDENT", incident=f"IR-1 {HOSTILE}")
+    values.update(changes)
+    return CommandRequest(**values)
+
+
+def step(outcome: str = "done") -> dict:
+    return {"name": "x", "title": f"Cut {HOSTILE}", "outcome": outcome, "detail": f"AWS said {HOSTILE}"}
+
+
+def pending(state: str) -> PendingRequest:
+    return PendingRequest(request=request(), state=state, quorum=1, expires_at=1e9, approvals={"U0BOB0002": 1e9 - 5},
+                          plan=[step("would do")], steps=[step()] if state in ("running", "finished", "failed") else [],
+                          ended_by="U0BOB0002", ended_at=1e9, note=f"Saved {HOSTILE}\nthe move failed: {HOSTILE}")
+
+
+def built() -> dict[str, object]:
+    stored = StoredObject(name=f"console {HOSTILE}", bucket="ir-evidence", key=f"C0/{HOSTILE}", size=3, sha256="0" * 64, version_id=None,
+                          url="https://s3.example/x")
+    result = Result("collect", f"i-0abc {HOSTILE}", HOSTILE, notes=[f"tag Name={HOSTILE}"])
+    finding = {"kind": f"key-pair {HOSTILE}", "id": HOSTILE, "region": HOSTILE, "by_key": False, "detail": f"named {HOSTILE}",
+               "created": HOSTILE}
+    record = {"seq": 7, "time": "2026-11-26T10:00:00.000+00:00", "actor": HOSTILE, "action": "step", "target": HOSTILE,
+              "params": {"title": HOSTILE, "request": "0123456789ab", "why": HOSTILE}, "outcome": HOSTILE}
+    incident = Incident(id="IR-20261126-001", title=HOSTILE, severity=HOSTILE, commander="U0ALICE01", summary=HOSTILE)
+    summary = {"targets": {HOSTILE: [HOSTILE]}, "keys_revoked": [HOSTILE], "waiting": [HOSTILE], "evidence": 1}
+    rows = {HOSTILE: {"state": "failed", "reason": HOSTILE}, f"ok {HOSTILE}": {"state": "complete", "sha256": "0" * 64, "uri": f"s3://b/{HOSTILE}"}}
+    out = {
+        "evidence_saved": messages.evidence_saved(request(command="collect"), result, [stored], Protection(False), "ir-evidence", f"C0/{HOSTILE}"),
+        "failed": messages.failed(request(), f"AWS refused: {HOSTILE}"),
+        "steps_report": messages.steps_report(request(), [step(), step("failed")], HOSTILE, state="Done", notes=[HOSTILE, f"Saved {HOSTILE}"]),
+        "finding_card": messages.finding_card(request(command="hunt-key"), finding),
+        "audit_trail": messages.audit_trail(f"IR-1 {HOSTILE}", [record], (7, "f" * 64), 7),
+        "memory_progress": messages.memory_progress(request(command="memory"), rows),
+        "incident_card": messages.incident_card(incident, summary, (7, "f" * 64)),
+    }
+    for state in messages.STATE_HEADINGS:
+        out[f"approval_card:{state}"] = messages.approval_card(pending(state))
+    return out
+
+
+def test_every_message_builder_is_covered():
+    """A new builder must be added here too: this test is only as good as its list."""
+    builders = {name for name, f in inspect.getmembers(messages, inspect.isfunction)
+                if f.__module__ == messages.__name__ and not name.startswith("_") and name not in ("escape", "human_size", "step_lines", "command_line", "consequences", "headline")}
+    covered = {name.split(":")[0] for name in built()} | {"finding_alert"}  # finding cards of GuardDuty/Security Hub: tests/test_findings.py
+    assert builders <= covered, f"not fed hostile strings: {sorted(builders - covered)}"
+
+
+@pytest.mark.parametrize("name", sorted(built()))
+def test_hostile_strings_reach_slack_as_text_in_every_message(name):
+    payload = json.dumps(built()[name])
+    for markup in MARKUP:
+        assert markup not in payload, f"{name} lets {markup!r} through"
+    assert "&lt;!channel&gt;" in payload  # shown, as the characters it is
