@@ -23,7 +23,7 @@ from slack_sdk import WebClient
 import actions
 from actions.registry import Risk
 from bot import views
-from bot.grammar import UsageError, parse
+from bot.grammar import SEVERITIES, Command, UsageError, button_command, parse
 from chat import cards, messages
 from chat.directory import approver_group
 from chat.outbox import Outbox
@@ -179,22 +179,31 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
             return
         new_id = IncidentBook(connection).new_id()
         enqueue_incident_job(connection, "declare_incident", {
-            "id": new_id, "title": str(asked.get("title", "finding"))[:80], "severity": asked.get("severity"), "user_id": _user(body),
+            "id": new_id, "title": str(asked.get("title", "finding"))[:80], "user_id": _user(body),
+            # Shown unescaped on the incident's card, so only a severity irbot knows gets through.
+            "severity": asked.get("severity") if asked.get("severity") in SEVERITIES else None,
             "channel_id": _channel(body), "finding": asked.get("finding", "")}, job_id=f"declare-{new_id}")
 
     @app.action(re.compile(r"^ir_request_"), middleware=[responders_only])
     def from_card(ack, body: dict, context) -> None:
-        """A button on a finding card: the same request as typing the command, by whoever clicked."""
+        """A button on a finding card: the same request as typing the command, by whoever clicked.
+
+        The value was drawn from a finding, whose every word an attacker may have chosen (and a card drawn by
+        an older irbot may carry anything): the command is built from its checked parts, never from text."""
         ack()
-        asked = _asked(body)
-        if not all(isinstance(asked.get(k), str) for k in ("command", "target")):
+        asked, user_id, channel_id = _asked(body), _user(body), _channel(body)
+        name = asked.get("command")
+        try:
+            if not isinstance(name, str) or name not in messages.CARD_COMMANDS or _clicked(body).get("action_id") != f"ir_request_{name}":
+                raise UsageError("This button asks for no command a card offers.")
+            command = button_command(name, asked.get("target"), asked.get("region"))
+        except UsageError as exc:
+            log.warning("refused: a card button irbot would not draw", user=user_id)
+            slack.tell(channel_id, user_id, f"{exc} Nothing was queued.")
             return
-        # The same grammar as a typed command checks what the card asked for.
-        text = f"{asked['command']} {asked['target']}" + (f" --region {asked['region']}" if isinstance(asked.get("region"), str) else "")
-        user_id, channel_id = _user(body), _channel(body)
-        reply = handle_ir(settings, connection, book, {"user_id": user_id, "channel_id": channel_id, "text": text,
-                                                       "team_id": (body.get("team") or {}).get("id", ""),
-                                                       "response_url": body.get("response_url", "")}, uuid.uuid4().hex[:12])
+        reply = submit(settings, connection, book, {"user_id": user_id, "channel_id": channel_id,
+                                                    "team_id": (body.get("team") or {}).get("id", ""),
+                                                    "response_url": body.get("response_url", "")}, uuid.uuid4().hex[:12], command=command)[0]
         if reply.get("response_type") == "in_channel":
             slack.say(channel_id, reply["text"])
         else:
@@ -210,13 +219,13 @@ def handle_ir(settings: Settings, connection: Redis, book: ApprovalBook, payload
 
 
 def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: dict, request_id: str,
-           break_glass: dict | None = None) -> tuple[dict, CommandRequest | None]:
-    """The reply to one command text, and the request it queued (None when it queued none).
-    Slack's /ir and the break-glass command line both come through here."""
+           break_glass: dict | None = None, command: Command | None = None) -> tuple[dict, CommandRequest | None]:
+    """The reply to one command text (or to a ``command`` a button built), and the request it queued (None when
+    it queued none). Slack's /ir, the finding cards' buttons and the break-glass command line all come through here."""
     user_id = payload.get("user_id", "")
     channel_id = payload.get("channel_id", "")
     try:
-        command = parse(payload.get("text") or "")
+        command = command or parse(payload.get("text") or "")
     except UsageError as exc:
         log.info("refused: usage error", user=user_id, reason=str(exc))
         return views.ephemeral(str(exc)), None

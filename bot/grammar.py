@@ -6,17 +6,13 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from functools import lru_cache
-
-import botocore.session
 
 import actions
-from actions.registry import TARGETS, Option
+from actions import targets as target_rules  # not `targets`: parse() has a list of that name
+from actions.registry import REGION, TARGETS, Option
 
 MAX_LENGTH = 1000
 
-INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-ACCESS_KEY_ID = re.compile(r"^(?:AKIA|ASIA)[A-Z0-9]{16}$")
 USER = r"[a-z_][a-z0-9_.-]{0,31}"
 HOSTNAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 SSH_TARGET = re.compile(rf"^(?:(?P<user>{USER})@)?(?P<host>{HOSTNAME}|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{{1,5}}))?$")
@@ -156,18 +152,30 @@ def parse(text: str) -> Command:
     return Command(name, tuple(targets), options)
 
 
+def button_command(name: str, target, region) -> Command:
+    """The command a card's button asks for, built from its parts: each part meets the rule it would meet typed,
+    and none is spliced into command text, so a value can't bring a word or an option of its own."""
+    spec = SPECS.get(name) if isinstance(name, str) else None
+    if spec is None or spec.target not in target_rules.BUTTON_TARGETS:
+        raise UsageError("This button asks for no command a card offers.")
+    if not isinstance(target, str) or not (region is None or isinstance(region, str)):
+        raise UsageError("This button's value is not one irbot drew.")
+    options = {"region": _option_value(REGION, region)} if region is not None else {}
+    return Command(spec.name, (_target(spec, target),), options)
+
+
 def _target(spec: Spec, word: str) -> str:
     if spec.target is None:
         raise UsageError(f"`/ir {spec.name}` takes no arguments. Usage: `{spec.usage}`.")
-    if spec.target in ("instance", "memory-target") and INSTANCE_ID.match(word.lower()):
-        return word.lower()
+    if spec.target in ("instance", "memory-target") and target_rules.instance_id(word):
+        return target_rules.instance_id(word)
     if spec.target == "instance":
         raise UsageError(
             f"`{_show(word)}` is not an EC2 instance ID: it should look like `i-0123456789abcdef0` (i- and 8 or 17 hex digits). Usage: `{spec.usage}`."
         )
     if spec.target == "access-key":
-        if ACCESS_KEY_ID.match(word.upper()):
-            return word.upper()
+        if target_rules.access_key_id(word):
+            return target_rules.access_key_id(word)
         raise UsageError(
             f"`{_show(word)}` is not an AWS access key ID: it should be 20 characters starting with AKIA (a user's key) or ASIA (a temporary key), like `AKIAIOSFODNN7EXAMPLE`. Usage: `{spec.usage}`."
         )
@@ -181,9 +189,9 @@ def _target(spec: Spec, word: str) -> str:
 
 def _option_value(option: Option, value: str) -> str:
     if option.kind == "region":
-        region = value.lower()
-        if region not in known_regions():
-            close = sorted(difflib.get_close_matches(region, known_regions(), n=2, cutoff=0.75))
+        region = target_rules.region(value)
+        if region is None:
+            close = sorted(difflib.get_close_matches(value.lower(), target_rules.known_regions(), n=2, cutoff=0.75))
             hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
             raise UsageError(f"`{_show(value)}` is not an AWS region.{hint} Write it like `--region us-east-1`.")
         return region
@@ -206,16 +214,6 @@ def _option_value(option: Option, value: str) -> str:
             raise UsageError(f"`{_show(value)}` is not a KMS key: give a key ID, a key ARN or `alias/NAME`.")
         return value
     return value
-
-
-@lru_cache(maxsize=1)
-def known_regions() -> frozenset[str]:
-    """Every region botocore knows, in every partition (aws, aws-cn, aws-us-gov, ...)."""
-    session = botocore.session.get_session()
-    regions: set[str] = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition_name=partition))
-    return frozenset(regions)
 
 
 def _article(noun: str) -> str:

@@ -7,6 +7,7 @@ import re
 import textwrap
 
 import actions
+from actions import targets
 from actions.artefacts import Result
 from core.evidence import Protection, StoredObject
 from core.request import CommandRequest
@@ -17,10 +18,10 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def command_line(name: str, targets, options: dict) -> str:
+def command_line(name: str, asked: tuple[str, ...], options: dict) -> str:
     """The command as asked, every option but the region included (raw: escape it where it is shown)."""
     spec = actions.get(name)
-    words = [f"/ir {name}", *targets]
+    words = [f"/ir {name}", *asked]
     for option in spec.options if spec else ():
         value = options.get(option.key)
         if option.key != "region" and value not in (None, False, ""):
@@ -35,10 +36,22 @@ def consequences(name: str, options: dict) -> str:
                      if option.says and options.get(option.key) not in (None, False, ""))
 
 
-def headline(name: str, targets, options: dict) -> str:
+def headline(name: str, asked: tuple[str, ...], options: dict) -> str:
     """`/ir … --delete` — *and DELETE the key: …*, escaped, for mrkdwn."""
     said = consequences(name, options)
-    return f"`{escape(command_line(name, targets, options))}`" + (f" — *{escape(said)}*" if said else "")
+    return f"`{escape(command_line(name, asked, options))}`" + (f" — *{escape(said)}*" if said else "")
+
+
+def fit(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters for a Slack block (3000 for a section or context, 2000 for a field),
+    never through an escape such as &amp;, which would show half of it."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def human_size(size: int) -> str:
@@ -196,21 +209,33 @@ def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict
     """One suspicious resource, with the buttons that act on it (each opens an approval request)."""
     origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
     title = f"{finding['kind']} `{finding['id']}` in {finding['region']}"
-    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, {origin}: {finding['detail']}")
+    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, "
+                  f"{origin}: {finding['detail']}")
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created {escape(str(finding.get('created') or '?'))}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": fit(f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created "
+                                                                   f"{escape(str(finding.get('created') or '?'))}", 3000)}},
     ]
-    buttons = []
-    for command, label, style in FINDING_BUTTONS.get(finding["kind"], ()):
-        value = json.dumps({"command": command, "target": finding["id"], "region": finding["region"] if finding["region"] != "global" else None})
-        button = {"type": "button", "action_id": f"ir_request_{command}", "value": value, "text": {"type": "plain_text", "text": label}}
-        if style:
-            button["style"] = style
-        buttons.append(button)
+    region = finding["region"] if finding["region"] != "global" else None
+    buttons = [b for offered in FINDING_BUTTONS.get(finding["kind"], ()) if (b := request_button(*offered, finding["id"], region))]
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"from request `{request.id}` · each button asks for approval like the command would"}]})
     return text, blocks
+
+
+def request_button(command: str, label: str, style: str | None, target: str, region: str | None) -> dict | None:
+    """A button that asks for ``command`` on ``target``, or None when the target or the region is not one the
+    command would take typed: a card never carries a value that the click would turn into something else."""
+    spec = actions.get(command)
+    checked = targets.button_target(spec.target, target) if spec else None
+    where = targets.region(region) if region else None
+    if checked is None or (region and where is None):
+        return None
+    button = {"type": "button", "action_id": f"ir_request_{command}", "text": {"type": "plain_text", "text": label},
+              "value": json.dumps({"command": command, "target": checked, "region": where})}
+    if style:
+        button["style"] = style
+    return button
 
 
 def audit_trail(incident: str, records: list[dict], head: tuple[int, str], sealed: int, limit: int = 40) -> str:
@@ -293,32 +318,39 @@ def incident_card(incident, summary: dict, head: tuple[int, str]) -> tuple[str, 
 
 
 FINDING_ACTIONS = {"instance": (("collect", "Collect", None), ("isolate", "Isolate", "danger")), "access-key": (("revoke-key", "Revoke key", "danger"),)}
+# Every command a card's button may ask for: a click asking for another is not one irbot drew.
+CARD_COMMANDS = frozenset(command for table in (FINDING_BUTTONS, FINDING_ACTIONS) for offered in table.values() for command, _, _ in offered)
 
 
 def finding_alert(finding) -> tuple[str, list[dict]]:
-    """A GuardDuty or Security Hub finding, with the buttons that fit its resource."""
-    resource = f"{finding.resource_kind} `{escape(finding.resource_id)}`" if finding.resource_id else finding.resource_kind
+    """A GuardDuty or Security Hub finding, with the buttons that fit its resource.
+
+    Whoever can import a finding wrote every string on it, so each is escaped (it can't ping, link or
+    forge a button's look) wherever it is shown, and each block is cut to fit Slack's limits."""
+    kind, resource_id = escape(finding.resource_kind), escape(finding.resource_id)
+    resource = f"{kind} `{resource_id}`" if finding.resource_id else kind
+    user = f" (user {escape(finding.user)})" if finding.user else ""
     severity = f"{finding.severity}" + (f" ({finding.score:g})" if finding.score is not None else "")
-    text = escape(f"{finding.source} finding: {finding.title} — {severity}, {finding.type}, account {finding.account}, {finding.region}, "
-                  f"{resource}; first seen {finding.first_seen}, last seen {finding.last_seen}, seen {finding.count} times")
+    title, kind_of_finding = escape(finding.title), escape(finding.type)
+    account, region, first, last = escape(finding.account), escape(finding.region), escape(finding.first_seen), escape(finding.last_seen)
+    source = finding.source if finding.product == finding.source else f"{finding.source} ({escape(finding.product)})"
+    text = fit(f"{finding.source} finding: {title} — {severity}, {kind_of_finding}, account {account}, {region}, {resource}; "
+               f"first seen {first}, last seen {last}, seen {finding.count} times", 3000)
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"{SEVERITY_MARKS.get(finding.severity, ':white_circle:')} *{escape(finding.title)}*\n`{escape(finding.type)}`"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": fit(f"{SEVERITY_MARKS.get(finding.severity, ':white_circle:')} *{title}*\n`{kind_of_finding}`", 3000)}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
-            {"type": "mrkdwn", "text": f"*Resource*\n{resource}" + (f" (user {escape(finding.user)})" if finding.user else "")},
-            {"type": "mrkdwn", "text": f"*Account / region*\n{escape(finding.account)} / {escape(finding.region)}"},
-            {"type": "mrkdwn", "text": f"*Seen*\n{finding.count} times, {escape(finding.first_seen)} → {escape(finding.last_seen)}"},
+            {"type": "mrkdwn", "text": fit(f"*Resource*\n{resource}{user}", 2000)},
+            {"type": "mrkdwn", "text": fit(f"*Account / region*\n{account} / {region}", 2000)},
+            {"type": "mrkdwn", "text": fit(f"*Seen*\n{finding.count} times, {first} → {last}", 2000)},
         ]},
     ]
     severity_for_incident = finding.severity if finding.severity in SEVERITY_MARKS else "low"
+    # Button values are never shown, so they carry the finding's words as they are; the worker escapes what it shows.
     buttons = [{"type": "button", "action_id": "ir_declare_finding", "style": "primary", "text": {"type": "plain_text", "text": "Declare incident"},
-                "value": json.dumps({"title": textwrap.shorten(finding.title, 80, placeholder="…"), "severity": severity_for_incident, "finding": finding.id})}]
-    for command, label, style in FINDING_ACTIONS.get(finding.resource_kind, ()):
-        button = {"type": "button", "action_id": f"ir_request_{command}", "text": {"type": "plain_text", "text": label},
-                  "value": json.dumps({"command": command, "target": finding.resource_id, "region": finding.region or None})}
-        if style:
-            button["style"] = style
-        buttons.append(button)
+                "value": json.dumps({"title": textwrap.shorten(finding.title, 80, placeholder="…"), "severity": severity_for_incident,
+                                     "finding": finding.id[:200]})}]
+    buttons += [b for offered in FINDING_ACTIONS.get(finding.resource_kind, ()) if (b := request_button(*offered, finding.resource_id, finding.region or None))]
     blocks.append({"type": "actions", "elements": buttons})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"{finding.source} · `{escape(finding.id)}` · changing buttons ask for approval like the command"}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": fit(f"{source} · `{escape(finding.id)}` · changing buttons ask for approval like the command", 3000)}]})
     return text, blocks

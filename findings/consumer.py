@@ -1,16 +1,16 @@
 """Findings from GuardDuty and Security Hub, delivered by EventBridge to SQS, posted as cards.
 
 No finding is lost: a message is deleted only after its card is posted (or it was below the
-severity threshold, or it went to the dead-letter queue for being malformed). The same finding
-arriving again updates its card instead of posting another.
+severity threshold, or it went to the dead-letter queue, with the reason, for being a message irbot
+can't read or draw). No message stops the consumer. The same finding arriving again updates its
+card instead of posting another. What a finding says is read by findings.events, trusting none of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import time
-from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -21,6 +21,7 @@ from actions.errors import ActionError
 from chat import messages
 from chat.slack import Slack
 from core.logs import get_logger
+from findings.events import LEVELS, Finding, MalformedFinding, parse
 
 log = get_logger(__name__)
 
@@ -28,99 +29,13 @@ log = get_logger(__name__)
 FINDINGS = Declaration("irbot findings", frozenset({"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                                    "sqs:GetQueueUrl", "sqs:SendMessage"}))
 
-LEVELS = ("informational", "low", "medium", "high", "critical")
 
-
-class MalformedFinding(ValueError):
-    """Not a GuardDuty or Security Hub finding irbot can read; the message says why."""
-
-
-@dataclass
-class Finding:
-    source: str  # "GuardDuty" or "Security Hub"
-    id: str
-    type: str
-    title: str
-    severity: str  # one of LEVELS
-    score: float | None
-    account: str
-    region: str
-    resource_kind: str  # instance, access-key, user, or what the finding says
-    resource_id: str
-    user: str
-    first_seen: str
-    last_seen: str
-    count: int
-
-
-def guardduty_level(score: float) -> str:
-    # GuardDuty's bands: low 1.0-3.9, medium 4.0-6.9, high 7.0-8.9, critical 9.0 and up.
-    return "critical" if score >= 9 else "high" if score >= 7 else "medium" if score >= 4 else "low"
-
-
-def parse(body: str) -> list[Finding]:
-    """The findings in one SQS message body (an EventBridge event)."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise MalformedFinding("the body is not JSON") from None
-    if not isinstance(event, dict) or "detail" not in event:
-        raise MalformedFinding("not an EventBridge event (no detail)")
-    kind = event.get("detail-type", "")
-    if kind == "GuardDuty Finding":
-        return [_guardduty(event["detail"], event)]
-    if kind.startswith("Security Hub Findings"):
-        findings = event["detail"].get("findings")
-        if not isinstance(findings, list) or not findings:
-            raise MalformedFinding("a Security Hub event without findings")
-        return [_security_hub(f) for f in findings]
-    raise MalformedFinding(f"an event of type {kind!r}, not a GuardDuty or Security Hub finding")
-
-
-def _guardduty(detail: dict, event: dict) -> Finding:
-    try:
-        resource = detail.get("resource") or {}
-        kind, resource_id, user = resource.get("resourceType", "Unknown"), "", ""
-        if resource.get("instanceDetails", {}).get("instanceId"):
-            kind, resource_id = "instance", resource["instanceDetails"]["instanceId"]
-        elif resource.get("accessKeyDetails", {}).get("accessKeyId"):
-            details = resource["accessKeyDetails"]
-            kind, resource_id, user = "access-key", details["accessKeyId"], details.get("userName", "")
-        service = detail.get("service") or {}
-        score = float(detail["severity"])
-        return Finding("GuardDuty", detail["id"], detail["type"], detail.get("title", detail["type"]), guardduty_level(score), score,
-                       detail.get("accountId", event.get("account", "")), detail.get("region", event.get("region", "")), kind, resource_id, user,
-                       service.get("eventFirstSeen", detail.get("createdAt", "")), service.get("eventLastSeen", detail.get("updatedAt", "")),
-                       int(service.get("count", 1)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedFinding(f"a GuardDuty finding without {exc}") from None
-
-
-ASFF_KINDS = {"AwsEc2Instance": "instance", "AwsIamAccessKey": "access-key", "AwsIamUser": "user"}
-
-
-def _security_hub(finding: dict) -> Finding:
-    try:
-        resource = (finding.get("Resources") or [{}])[0]
-        kind = ASFF_KINDS.get(resource.get("Type"), resource.get("Type", "Unknown"))
-        resource_id = resource.get("Id", "")
-        if kind == "instance":
-            resource_id = resource_id.rsplit("/", 1)[-1]  # arn:aws:ec2:region:account:instance/i-...
-        elif kind == "access-key":
-            match = re.search(r"(AKIA|ASIA)[A-Z0-9]{16}", resource_id + json.dumps(resource.get("Details", {})))
-            resource_id = match.group(0) if match else resource_id
-        label = finding["Severity"].get("Label", "").lower()
-        if label not in LEVELS:
-            raise MalformedFinding(f"a Security Hub finding with severity {label!r}")
-        return Finding("Security Hub", finding["Id"], (finding.get("Types") or ["Unknown"])[0], finding["Title"], label,
-                       finding["Severity"].get("Normalized"), finding.get("AwsAccountId", ""), finding.get("Region", ""), kind, resource_id, "",
-                       finding.get("FirstObservedAt", finding.get("CreatedAt", "")), finding.get("LastObservedAt", finding.get("UpdatedAt", "")), 1)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise MalformedFinding(f"a Security Hub finding without {exc}") from None
-
-
-def card_key(finding_id: str) -> str:
-    return f"irbot:finding:{finding_id}"
+def card_key(finding: Finding) -> str:
+    """Where a finding's card is remembered. Security Hub lets anyone import a finding with any Id, so the
+    Id alone would let a custom finding take over a GuardDuty card: the source, product and account are
+    part of the key, hashed so that no choice of Id can make two findings' keys meet."""
+    who = json.dumps([finding.source, finding.product, finding.account, finding.id])
+    return f"irbot:finding:{hashlib.sha256(who.encode()).hexdigest()}"
 
 
 class FindingsConsumer:
@@ -143,20 +58,27 @@ class FindingsConsumer:
                 # Nothing was deleted that wasn't handled: wait, and take the queue up again.
                 log.error("findings consumer paused", error=str(exc) or type(exc).__name__)
                 time.sleep(5)
+            except Exception as exc:  # noqa: BLE001
+                # Whatever else went wrong, the consumer outlives it: what wasn't deleted comes back, and the
+                # queue's own redrive has the last word on a message that keeps failing. The type only: the
+                # text of an unexpected error may quote the finding.
+                log.error("findings consumer paused", error=type(exc).__name__)
+                time.sleep(5)
 
     def handle(self, message: dict) -> bool:
+        """One message: its cards posted, or the message dead-lettered with the reason. True when done with for good."""
         try:
             findings = parse(message.get("Body", ""))
+            for finding in findings:
+                # Drawn once before anything is posted, so a message irbot can't draw goes whole to the dead-letter queue.
+                messages.finding_alert(finding)
         except MalformedFinding as exc:
-            try:
-                self._dead_letter(message, str(exc))
-            except ActionError as dlq_error:
-                # No dead-letter queue to keep it in: leave it queued (SQS's own redrive may take it) and go on.
-                log.error("malformed finding kept in the queue", reason=str(exc), error=str(dlq_error), message_id=message.get("MessageId"))
-                return False
-            log.warning("malformed finding sent to the dead-letter queue", reason=str(exc), message_id=message.get("MessageId"))
-            self._delete(message)
-            return True
+            return self._reject(message, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            # The last line of defence: no message may stop the consumer. Logged by its type, never with the body
+            # or the error's text, which are the attacker's words.
+            log.error("finding unreadable", error=type(exc).__name__, message_id=message.get("MessageId"))
+            return self._reject(message, f"irbot could not read it: {type(exc).__name__}")
         try:
             for finding in findings:
                 self._post(finding)
@@ -167,11 +89,22 @@ class FindingsConsumer:
         self._delete(message)
         return True
 
+    def _reject(self, message: dict, reason: str) -> bool:
+        try:
+            self._dead_letter(message, reason)
+        except ActionError as dlq_error:
+            # No dead-letter queue to keep it in: leave it queued (SQS's own redrive may take it) and go on.
+            log.error("malformed finding kept in the queue", reason=reason, error=str(dlq_error), message_id=message.get("MessageId"))
+            return False
+        log.warning("malformed finding sent to the dead-letter queue", reason=reason, message_id=message.get("MessageId"))
+        self._delete(message)
+        return True
+
     def _post(self, finding: Finding) -> None:
         if LEVELS.index(finding.severity) < LEVELS.index(self.minimum):
             log.info("finding below the threshold", finding=finding.id, type=finding.type, severity=finding.severity)
             return
-        key = card_key(finding.id)
+        key = card_key(finding)
         seen = self.connection.hgetall(key)
         arrivals = int(seen.get(b"arrivals", 0)) + 1
         # GuardDuty counts the occurrences itself; for Security Hub irbot counts the arrivals.

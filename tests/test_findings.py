@@ -12,7 +12,8 @@ from slack_sdk import WebClient
 from tests.helpers import BOT_TOKEN
 from tests.processes import IRBOT
 from tests.samples import guardduty, security_hub
-from findings.consumer import FindingsConsumer, MalformedFinding, parse
+from findings.consumer import FindingsConsumer
+from findings.events import MalformedFinding, parse
 from chat.slack import Slack
 from core.settings import load
 

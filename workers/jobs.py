@@ -187,6 +187,10 @@ def prepare_request(request_id: str) -> dict:
     ts = ctx.slack.reply(ctx.request, *messages.approval_card(decision.request))
     if ts:
         ctx.book.attach_message(request_id, ts)
+        # A click that landed between the post and attach_message could not redraw a card it couldn't find: draw it now.
+        now = ctx.book.get(request_id)
+        if now is not None and (now.state != decision.state or now.approvals):
+            cards.redraw_request(ctx.slack, now)
     queue(ctx.connection).enqueue_in(timedelta(seconds=ctx.settings.approval_expiry_seconds + 1), "workers.jobs.expire_request", request_id,
                                      job_id=f"expire-{request_id}", result_ttl=3600)
     incident_changed(ctx)
