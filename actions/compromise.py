@@ -51,6 +51,12 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, context
     captured = True
     if context.memory is None:
         steps.add("memory", "Capture memory", Outcome.SKIPPED, "SSH access is not set up (IR_SSH_KEY)")
+    elif not context.capture_path:
+        # Isolation came first and admits SSH from nowhere: trying would only time out, and --stop would then wait in vain.
+        steps.add("memory", "Capture memory", Outcome.FAILED,
+                  "the isolated instance admits SSH from nowhere, so the capture can't reach it: set IR_ANALYST_CIDR to the "
+                  "workers' (or bastion's) address range, or IR_CAPTURE_SOURCE_SG to their security group")
+        captured = False
     else:
         before = len(steps.steps)
         memory = capture(session, instance_id, region, context=context, steps=steps, dry_run=dry_run)

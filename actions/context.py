@@ -18,6 +18,12 @@ class RunContext:
     # Keeps evidence the moment it exists (before anything changes); returns where it went.
     keep: Callable[[Artefact], str] | None = None
     analyst_cidr: str | None = None  # the one address range isolation still lets SSH in from
+    capture_source_groups: tuple[str, ...] = ()  # the workers' or bastion's groups, let in on SSH to capture memory
+
+    @property
+    def capture_path(self) -> tuple[str, ...]:
+        """Where isolation still admits SSH from: the analyst's range and the capture's security groups."""
+        return tuple(source for source in (self.analyst_cidr, *self.capture_source_groups) if source)
     untrack_pause_seconds: float = 2.0  # time for flows to turn untracked before the empty group
     memory: object | None = None  # MemorySettings, when SSH capture is set up
     open_sink: Callable[[str], object] | None = None  # opens a streamed evidence object by name

@@ -171,14 +171,14 @@ def _cut_network(aws: Clients, instance: dict, record: dict, steps: StepLog, dry
         steps.add("network", "Cut the network", Outcome.FAILED, "the instance is not in a VPC (EC2-Classic): isolate it by hand")
         return
     everything = {("-1", None, None, cidr) for cidr in EVERYWHERE}
-    allowed_in = {("tcp", 22, 22, context.analyst_cidr)} if context.analyst_cidr else set()
+    allowed_in = {("tcp", 22, 22, source) for source in context.capture_path}
     groups: dict[str, str | None] = {}
 
     def ensure() -> tuple[str, bool]:
         notes, changed = [], False
         for kind, description, ingress, egress in (
             ("untrack", "irbot: allows everything so existing flows become untracked", everything, everything),
-            ("isolation", "irbot: isolation, no traffic" + (" but SSH from the analyst" if allowed_in else ""), allowed_in, set()),
+            ("isolation", "irbot: isolation, no traffic" + (" but SSH from the capture path" if allowed_in else ""), allowed_in, set()),
         ):
             groups[kind], note, altered = ensure_group(ec2, vpc, f"irbot-{kind}-{vpc}", description, ingress, egress, dry_run)
             notes.append(note)

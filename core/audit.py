@@ -259,10 +259,46 @@ def verify(trail: AuditTrail, batches: list[tuple[str, bytes, str | None]]) -> l
                                             f"were sealed: records are missing from Redis since #{head_seq + 1}", "redis"))
     if base_seq and batches and sealed_hashes.get(base_seq) != base_hash:
         problems.append(Break(base_seq + 1, f"the chain in Redis resumed from record {base_seq}, which no sealed batch holds as it says", "redis"))
+    problems.extend(index_breaks(trail, in_redis))
     sealed = trail.sealed_up_to()
     if batches and expected - 1 < sealed and not any(b.source != "redis" for b in problems):
         problems.append(Break(expected, f"records up to {sealed} were sealed, but the batches end at record {expected - 1}: a batch is missing", "s3"))
     return sorted(problems, key=lambda b: b.seq)
+
+
+def index_breaks(trail: AuditTrail, in_redis: list[dict]) -> list[Break]:
+    """The per-incident indexes that /ir audit, /ir report and `irbot audit export` read must list exactly the
+    chain's records of each incident, in order: an entry added, removed or moved there changes what a reader
+    sees while the chain itself stays intact."""
+    base = trail.base()[0]
+    chain: dict[str, list[int]] = {}
+    for record in in_redis:
+        chain.setdefault(str(record.get("incident")), []).append(record.get("seq"))
+    prefix = incident_index("")
+    problems = []
+    for key in sorted(trail.connection.scan_iter(prefix + "*")):
+        incident = key.decode(errors="replace")[len(prefix):]
+        listed = [int(v) if v.isdigit() else v.decode(errors="replace") for v in trail.connection.lrange(key, 0, -1)]
+        listed = [s for s in listed if not (isinstance(s, int) and s <= base)]  # records lost before a resume
+        wanted = chain.pop(incident, [])
+        if listed == wanted:
+            continue
+        foreign = [s for s in listed if s not in wanted]
+        left_out = [s for s in wanted if s not in listed]
+        what = "; ".join(part for part in (
+            f"lists {_numbers(foreign)}, not records of this incident" if foreign else "",
+            f"leaves out its records {_numbers(left_out)}" if left_out else "",
+            "lists its records out of order" if not foreign and not left_out else "") if part)
+        first = min([s for s in foreign + left_out if isinstance(s, int)] or wanted[:1] or [base + 1])
+        problems.append(Break(first, f"the index of incident {incident}, which /ir audit, /ir report and `audit export` read, {what}", "redis"))
+    for incident, wanted in chain.items():
+        problems.append(Break(wanted[0], f"incident {incident} has no index, so its records {_numbers(wanted)} are missing from its views", "redis"))
+    return problems
+
+
+def _numbers(seqs: list) -> str:
+    shown = ", ".join(f"#{s}" for s in seqs[:5])
+    return shown + (f" and {len(seqs) - 5} more" if len(seqs) > 5 else "")
 
 
 def load_batches(s3, bucket: str) -> tuple[list[tuple[str, bytes, str | None]], list[Break]]:

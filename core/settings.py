@@ -52,6 +52,7 @@ VARIABLES = (
     Variable("IR_APPROVAL_QUORUM", "how many approvers, besides the requester, a gated request needs", (), "1"),
     Variable("IR_APPROVAL_EXPIRY_SECONDS", "how long a gated request waits for approval", (), "1800"),
     Variable("IR_ANALYST_CIDR", "the one address range isolation still lets SSH in from, e.g. 203.0.113.7/32", ()),
+    Variable("IR_CAPTURE_SOURCE_SG", "security groups (sg-..., comma-separated) of the workers or the bastion: isolation still lets SSH in from them, so memory can be captured after the cut", ()),
     Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),
     Variable("IR_SSH_KEY", "path of the private key (ed25519, ECDSA or RSA) irbot uses for memory capture", ()),
     Variable("IR_SSH_USER", "the SSH user for memory targets given without one (default ec2-user for instances)", ()),
@@ -94,6 +95,7 @@ class Settings:
     aws_region: str | None
     log_level: str = "INFO"
     analyst_cidr: str | None = None
+    capture_source_groups: tuple[str, ...] = ()
     untrack_pause_seconds: int = 2
     ssh_key: str | None = None
     ssh_user: str | None = None
@@ -198,6 +200,7 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         aws_region=region,
         log_level=log_level,
         analyst_cidr=_analyst_cidr(get),
+        capture_source_groups=_security_groups(get, "IR_CAPTURE_SOURCE_SG"),
         untrack_pause_seconds=_integer(get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
         ssh_key=_readable_file(get, "IR_SSH_KEY", "the path of a private key file"),
         ssh_user=get("IR_SSH_USER"),
@@ -240,6 +243,13 @@ def _readable_file(get, name: str, what: str) -> str | None:
     if path is not None and not os.access(path, os.R_OK):
         raise ConfigError(f"{name} is malformed: it should hold {what} irbot can read ({path} is not readable).")
     return path
+
+
+def _security_groups(get, name: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in (get(name) or "").split(",") if g.strip())
+    if any(not re.fullmatch(r"sg-(?:[0-9a-f]{8}|[0-9a-f]{17})", g) for g in groups):
+        raise ConfigError(f"{name} is malformed: it should hold security group IDs, comma-separated, e.g. sg-0123456789abcdef0.")
+    return groups
 
 
 def _analyst_cidr(get) -> str | None:

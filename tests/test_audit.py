@@ -155,3 +155,29 @@ def test_redis_losing_its_records_is_never_intact_and_the_chain_continues_from_t
     # No sealed batch was written over, and none shares another's name.
     versions = s3.list_object_versions(Bucket="ir-evidence", Prefix="audit/")["Versions"]
     assert len({v["Key"] for v in versions}) == len(versions) > len(sealed)
+
+
+def test_verify_covers_the_incident_indexes_the_views_read(run_irbot, world, slack, redis_url):
+    """/ir audit, /ir report and `audit export` list an incident's records from an index beside the chain:
+    an edit there changes what a reader sees, so verify checks it too."""
+    from core.audit import incident_index
+
+    irbot = run_irbot()
+    irbot.command(f"collect {world['instance']}")
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
+    irbot.settle()
+    client = redis.Redis.from_url(redis_url)
+    index = incident_index(CHANNEL)
+    assert verify(irbot.env).returncode == 0
+
+    hidden = client.lindex(index, 3)
+    client.lrem(index, 1, hidden)  # a record dropped from the incident's views
+    broken = verify(irbot.env)
+    assert broken.returncode == 1
+    assert f"the index of incident {CHANNEL}, which /ir audit, /ir report and `audit export` read, leaves out its records #{int(hidden)}" in broken.stdout
+    client.linsert(index, "BEFORE", client.lindex(index, 3), hidden)
+    assert verify(irbot.env).returncode == 0, verify(irbot.env).stdout
+
+    client.rpush(incident_index("IR-20990101-001"), hidden)  # someone else's record shown in another incident
+    broken = verify(irbot.env)
+    assert broken.returncode == 1 and f"lists #{int(hidden)}, not records of this incident" in broken.stdout

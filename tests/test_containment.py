@@ -385,3 +385,26 @@ def test_tags_the_suspect_wrote_never_decide_isolation_and_the_record_outlives_r
     planned = prepare_request(again.id)
     assert not planned["ok"] and "was released already" in planned["error"]
     assert sorted(g["GroupId"] for g in groups_on(world["instance"])) == original
+
+
+def test_compromise_keeps_the_capture_path_open_and_its_plan_says_when_there_is_none(containment, slack, redis_conn, monkeypatch, tmp_path):
+    """compromise isolates before it captures memory: the isolation must still admit the capture's SSH, and nothing else."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("a key\n")
+    monkeypatch.setenv("IR_SSH_KEY", str(key))
+    world = containment
+    plan = run_command(request("compromise", world["instance"], dry_run=True).to_dict())
+    memory = next(s for s in plan["steps"] if s["name"] == "memory")
+    assert memory["outcome"] == "failed" and "admits SSH from nowhere, so the capture can't reach it" in memory["detail"]
+
+    ec2 = boto3.client("ec2")
+    workers = ec2.create_security_group(GroupName="irbot-workers", Description="irbot's workers", VpcId=world["vpc"])["GroupId"]
+    monkeypatch.setenv("IR_CAPTURE_SOURCE_SG", workers)
+    plan = run_command(request("compromise", world["instance"], dry_run=True).to_dict())
+    assert not any(s["name"] == "memory" and s["outcome"] == "failed" for s in plan["steps"])
+    outcome, _ = approved_run(redis_conn, "isolate", world["instance"])
+    assert outcome["ok"]
+    [isolation] = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"irbot-isolation-{world['vpc']}"]}])["SecurityGroups"]
+    assert [(p["IpProtocol"], p.get("FromPort"), [g["GroupId"] for g in p.get("UserIdGroupPairs", [])], p.get("IpRanges"))
+            for p in isolation["IpPermissions"]] == [("tcp", 22, [workers], [])]
+    assert isolation["IpPermissionsEgress"] == []

@@ -9,6 +9,7 @@ mentions; escaped, they show as the characters they are.
 from __future__ import annotations
 
 import inspect
+import os
 import json
 
 import pytest
@@ -80,3 +81,44 @@ def test_hostile_strings_reach_slack_as_text_in_every_message(name):
     for markup in MARKUP:
         assert markup not in payload, f"{name} lets {markup!r} through"
     assert "&lt;!channel&gt;" in payload  # shown, as the characters it is
+
+
+# -- command texts: whatever a responder (or a stolen Slack session) types after /ir ----------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import actions as _actions  # noqa: E402
+
+WORDS = (*_actions.REGISTRY, "declare", "close", "status", "report", "audit", "help", "--region", "us-east-1", "xx-nowhere-9",
+         "--dry-run", "--delete", "--stop", "--since", "2026-01-01", "--severity", "--summary", "--copy-to-kms", "alias/k",
+         "i-0123456789abcdef0", "AKIAIOSFODNN7EXAMPLE", "ec2-user@10.0.0.1:22", HOSTILE, "<!here>", "<@U0EVIL>", "&", "`", "*", "\n")
+
+
+@pytest.fixture
+def bot(irbot_env):
+    from slack_bolt.request import BoltRequest
+
+    from bot.app import create_app
+    from core.queues import connect
+    from core.settings import load
+    from tests.helpers import signed_headers, slash_command
+
+    app = create_app(load(os.environ, "serve"), connect(irbot_env["REDIS_URL"]))
+
+    def send(text: str):
+        body = slash_command(text)
+        return app.dispatch(BoltRequest(body=body, headers={k.lower(): [v] for k, v in signed_headers(body).items()}))
+
+    return send
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=7).map(" ".join))
+def test_any_command_text_gets_a_sentence_and_nothing_it_says_reaches_slack_as_markup(bot, text):
+    answer = bot(text)
+    assert answer.status == 200
+    reply = json.loads(answer.body)["text"]
+    assert reply.strip()
+    for markup in ("<!channel>", "<!here>", "<https://evil", "<@U0EVIL>", "<#C0EVIL>", "<!subteam"):
+        assert markup not in reply, (text, reply)

@@ -137,7 +137,7 @@ class JobContext:
         has_store = bool(s.evidence_bucket)
         return RunContext(
             incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
-            keep=self.keep if has_store else None, analyst_cidr=s.analyst_cidr,
+            keep=self.keep if has_store else None, analyst_cidr=s.analyst_cidr, capture_source_groups=s.capture_source_groups,
             untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
             open_sink=self.open_sink if has_store else None, **parts,
         )
