@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from actions.client_classes import reuse_client_classes
 from actions.errors import ActionError, error_code, explain
+
+reuse_client_classes()
 
 # Standard retry mode, as every AWS SDK has it: exponential backoff with full jitter (up to 20 s a
 # wait) on throttling codes, 5xx answers and timeouts, and a retry quota per client so a dead
@@ -88,8 +92,13 @@ def declare(session: boto3.Session, declaration: Declaration) -> boto3.Session:
     return session
 
 
+# boto3 sessions are not thread-safe, clients are: hunts make clients from one session on many threads.
+_MAKING_CLIENTS = threading.Lock()
+
+
 def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None, config: Config | None = None):
-    aws_client = session.client(service, region_name=region, config=client_config().merge(config) if config else client_config())
+    with _MAKING_CLIENTS:
+        aws_client = session.client(service, region_name=region, config=client_config().merge(config) if config else client_config())
     check_file = os.environ.get(CHECK_VARIABLE)
     if check_file:
         declaration = declared or getattr(session, "irbot_declaration", None)

@@ -25,7 +25,8 @@ class EventSource(Protocol):
 
 
 class CloudTrailEvents:
-    """The real thing: one region per call, 50 events a page, at most 2 requests a second per region."""
+    """The real thing: one region per call, 50 events a page, at most 2 requests a second per region of an
+    account (CloudTrail's own quota is per account and region, so accounts are paced apart)."""
 
     def __init__(self, requests_per_second: float = 2.0):
         self.interval = 1.0 / requests_per_second
@@ -45,8 +46,9 @@ class CloudTrailEvents:
     def lookup(self, session: boto3.Session, region: str, access_key_id: str, since: datetime) -> list[dict]:
         trail = client(session, "cloudtrail", region, config=LOOKUP_CONFIG)
         events, token = [], None
+        pace = f"{getattr(session, 'irbot_account', '')}/{region}"
         while True:
-            self._wait_turn(region)
+            self._wait_turn(pace)
             params = {"LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": access_key_id}],
                       "StartTime": since, "MaxResults": 50}
             if token:

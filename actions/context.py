@@ -19,6 +19,10 @@ class RunContext:
     keep: Callable[[Artefact], str] | None = None
     analyst_cidr: str | None = None  # the one address range isolation still lets SSH in from
     capture_source_groups: tuple[str, ...] = ()  # the workers' or bastion's groups, let in on SSH to capture memory
+    account: str = ""  # the AWS account the action works in
+    session_in: Callable[[str], object] | None = None  # a session in another account irbot may act in (hunts across accounts)
+    allowed_accounts: Callable[[], tuple[str, ...]] | None = None
+    concurrency: int = 32  # at most this many AWS calls at once, in work that fans out across accounts and regions
 
     @property
     def capture_path(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import boto3
 
+from actions.accounts import partition
 from actions.artefacts import Result, json_artefact
 from actions.aws import call, client, paginate
 from actions.cloudtrail import EventSource
@@ -16,6 +17,7 @@ from actions.registry import Need, Option, Risk, action
 from actions.steps import Outcome, StepLog
 
 DEFAULT_DAYS = 30
+IAM = "iam"  # the task that searches an account's IAM, beside its regions
 PERMISSIONS = (
     "ec2:DescribeRegions", "ec2:DescribeInstances", "ec2:DescribeKeyPairs", "ec2:DescribeSecurityGroups",
     "cloudtrail:LookupEvents", "iam:ListUsers", "iam:ListAccessKeys", "lambda:ListFunctions",
@@ -25,52 +27,96 @@ CREATING_EVENTS = {"RunInstances", "CreateSecurityGroup", "CreateKeyPair", "Impo
 
 
 @action("hunt-key", risk=Risk.READ, summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS,
-        target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date", says="for everything since {value}"),), needs=(Need.EVENTS,))
+        target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date", says="for everything since {value}"),
+                       Option("--accounts", "all|ACCOUNT,...", "accounts", says="in accounts {value}")), needs=(Need.EVENTS,))
 def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
-             since: str | None = None, max_parallel: int = 8) -> Result:
+             since: str | None = None, accounts: str | None = None) -> Result:
     events: EventSource | None = context.events
     start = datetime.combine(date.fromisoformat(since), time(), timezone.utc) if since else \
         datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DEFAULT_DAYS)
     result = Result("hunt-key", key_id, region)
     result.facts["since"] = start.date().isoformat()
-    ec2 = client(session, "ec2", region)
-    regions = sorted(r["RegionName"] for r in call(ec2, "describe_regions")["Regions"]
-                     if r.get("OptInStatus", "opt-in-not-required") in ("opt-in-not-required", "opted-in"))
+    # Without --accounts, the account the key belongs to (the bot chose it); with it, each one named, or all irbot may act in.
+    names = (context.allowed_accounts() if accounts == "all" and context.allowed_accounts else
+             tuple(accounts.split(",")) if accounts and accounts != "all" else (context.account,))
+    many = len(names) > 1
+    regions = sorted(r["RegionName"] for r in call(client(session, "ec2", region), "describe_regions")["Regions"]
+                     if r.get("OptInStatus", "opt-in-not-required") in ("opt-in-not-required", "opted-in")
+                     and partition(r["RegionName"]) == partition(region))  # credentials work in their own partition only
     findings: list[dict] = []
-    events_seen: list[dict] = []
+    events_seen: dict[str, list[dict]] = {}
+    sessions: dict[str, boto3.Session] = {}
 
-    quiet = []
-    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
-        for name, found, seen, gaps in pool.map(lambda r: _search_region(session, r, key_id, start, events), regions):
-            findings.extend(found)
-            events_seen.extend(seen)
-            if not found and not seen and not gaps:
-                quiet.append(name)
+    def enter(account: str):
+        try:
+            return account, (session if account == context.account or not context.session_in else context.session_in(account)), None
+        except ActionError as exc:
+            return account, None, exc
+
+    def search(task: tuple[str, str]):
+        account, name = task
+        if name == IAM:
+            try:
+                return account, name, _iam_findings(client(sessions[account], "iam", region), start), [], []
+            except ActionError as exc:
+                return account, name, [], [], [str(exc)]
+        return (account, *_search_region(sessions[account], name, key_id, start, events))
+
+    quiet: dict[str, list[str]] = {}
+    iam_found: dict[str, list[dict]] = {}
+    # One bound on concurrent calls, whatever the number of accounts: each task makes its calls one after another.
+    with ThreadPoolExecutor(max_workers=max(1, min(context.concurrency, len(names) * (len(regions) + 1)))) as pool:
+        for account, account_session, failure in pool.map(enter, names):  # one AssumeRole per account, all at once
+            if failure is None:
+                sessions[account] = account_session
+            else:
+                steps.add(f"account:{account}", f"Search account {account}", Outcome.FAILED, f"couldn't get in: {failure}")
+        tasks = [(a, r) for a in sessions for r in (*regions, IAM)]
+        for account, name, found, seen, gaps in pool.map(search, tasks):
+            where = f"{account} {name}" if many else name
+            if name == IAM:
+                iam_found[account] = found
+                title = "Search IAM (global)" + (f" of {account}" if many else "")
+                step = f"account:{account}:iam" if many else "iam"
+                if gaps:
+                    steps.add(step, title, Outcome.FAILED, gaps[0])
+                else:
+                    steps.add(step, title, Outcome.DONE, f"{_count(len(found), 'user or key', 'users or keys')} made since {start.date()}")
                 continue
+            for item in found:
+                item["account"] = account
+            findings.extend(found)
+            events_seen.setdefault(account, []).extend(seen)
+            if not found and not seen and not gaps:
+                quiet.setdefault(account, []).append(name)
+                continue
+            step = f"account:{account}:region:{name}" if many else f"region:{name}"
             if found or seen:
-                steps.add(f"region:{name}", f"Search {name}", Outcome.DONE,
+                steps.add(step, f"Search {where}", Outcome.DONE,
                           f"{_count(len(seen), 'event')} by the key, {_count(len(found), 'resource')} made since {start.date()}")
             if gaps:
                 # One line a region: what couldn't be searched there, and why.
-                steps.add(f"region:{name}:gaps", f"Search {name}", Outcome.FAILED, "couldn't search " + "; ".join(gaps))
-    if quiet:
-        steps.add("regions:quiet", f"Search {_count(len(quiet), 'other region')}", Outcome.DONE,
-                  f"nothing by the key or made since {start.date()} in {', '.join(quiet)}")
-    try:
-        found = _iam_findings(client(session, "iam", region), start, events_seen)
+                steps.add(f"{step}:gaps", f"Search {where}", Outcome.FAILED, "couldn't search " + "; ".join(gaps))
+    for account, names_quiet in quiet.items():
+        steps.add(f"account:{account}:regions:quiet" if many else "regions:quiet",
+                  f"Search {_count(len(names_quiet), 'other region')}" + (f" of {account}" if many else ""), Outcome.DONE,
+                  f"nothing by the key or made since {start.date()} in {', '.join(names_quiet)}")
+    for account, found in iam_found.items():
+        # IAM ran beside the regions: what the key made there is known once all the account's events are in.
+        by_key = {name for e in events_seen.get(account, []) for _, name in e["resources"] if name}
+        for item in found:
+            item["account"], item["by_key"] = account, item["id"] in by_key
         findings.extend(found)
-        steps.add("iam", "Search IAM (global)", Outcome.DONE, f"{_count(len(found), 'user or key', 'users or keys')} made since {start.date()}")
-    except ActionError as exc:
-        steps.add("iam", "Search IAM (global)", Outcome.FAILED, str(exc))
 
     # What the key itself is known to have made comes first, then the rest, newest first.
     findings.sort(key=lambda f: (not f["by_key"], f["kind"] != "instance", str(f.get("created") or "")), reverse=False)
     result.facts["findings"] = findings
     result.findings = findings
     result.facts["regions"] = regions
+    result.facts["accounts"] = list(names)
     result.artefacts.append(json_artefact("hunt-key.json", f"What {key_id} did and made since {start.date()}",
-                                          {"key": key_id, "since": start.date().isoformat(), "regions": regions,
-                                           "findings": findings, "events": events_seen}))
+                                          {"key": key_id, "since": start.date().isoformat(), "accounts": list(names), "regions": regions,
+                                           "findings": findings, "events": [e for seen in events_seen.values() for e in seen]}))
     result.steps = steps.steps
     return result
 
@@ -115,15 +161,15 @@ def _search_region(session, region: str, key_id: str, start: datetime, events: E
     return region, found, seen, gaps
 
 
-def _iam_findings(iam, start: datetime, seen: list[dict]) -> list[dict]:
-    by_key = {name for e in seen for _, name in e["resources"] if name}
+def _iam_findings(iam, start: datetime) -> list[dict]:
+    """Users and keys made since ``start`` (whether the key made them is decided once its events are in)."""
     found = []
     for user in paginate(iam, "list_users", "Users"):
         if user["CreateDate"] >= start:
-            found.append(_finding("iam-user", user["UserName"], "global", user["CreateDate"], user["UserName"] in by_key, "IAM user"))
+            found.append(_finding("iam-user", user["UserName"], "global", user["CreateDate"], False, "IAM user"))
         for key in paginate(iam, "list_access_keys", "AccessKeyMetadata", UserName=user["UserName"]):
             if key["CreateDate"] >= start:
-                found.append(_finding("access-key", key["AccessKeyId"], "global", key["CreateDate"], key["AccessKeyId"] in by_key,
+                found.append(_finding("access-key", key["AccessKeyId"], "global", key["CreateDate"], False,
                                       f"key of {user['UserName']}, {key['Status']}"))
     return found
 

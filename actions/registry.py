@@ -67,6 +67,7 @@ class Option:
 
 
 REGION = Option("--region", "R", "region")
+ACCOUNT = Option("--account", "ACCOUNT", "account")
 DRY_RUN = Option("--dry-run", says="as a DRY RUN: nothing will change")
 
 
@@ -94,8 +95,8 @@ class ActionSpec:
 
     @property
     def options(self) -> tuple[Option, ...]:
-        """Every AWS action takes --region; one that changes things can be tried with --dry-run."""
-        return (REGION, *((DRY_RUN,) if self.risk is Risk.CHANGE else ()), *self.extra_options)
+        """Every AWS action takes --region and --account; one that changes things can be tried with --dry-run."""
+        return (REGION, ACCOUNT, *((DRY_RUN,) if self.risk is Risk.CHANGE else ()), *self.extra_options)
 
     @property
     def declaration(self) -> Declaration:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,11 +24,13 @@ from slack_sdk import WebClient
 import actions
 from actions.registry import Risk
 from bot import views
+from actions.errors import ActionError
 from bot.grammar import SEVERITIES, Command, UsageError, button_command, parse
 from chat import cards, messages
 from chat.directory import approver_group
 from chat.outbox import Outbox
 from chat.slack import Slack
+from core.accounts import accounts_for
 from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
 from core.audit import AuditTrail, trail_for
 from core.incidents import Incident, IncidentBook, summarise
@@ -114,6 +117,9 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         listener_executor=ContextCopyingExecutor(max_workers=10),
     )
     book = book_from_settings(settings, connection, approver_group(settings, slack.client), trail_for(settings, connection))
+    if settings.accounts or settings.default_account:
+        # Asked once, now, so no command pays for the first answer within its 3 s.
+        threading.Thread(target=_warm_up_accounts, args=(settings,), daemon=True, name="accounts").start()
 
     @app.use
     def start_request(body: dict, context, next) -> BoltResponse | None:  # noqa: A002 (Bolt's name)
@@ -196,7 +202,7 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         try:
             if not isinstance(name, str) or name not in messages.CARD_COMMANDS or _clicked(body).get("action_id") != f"ir_request_{name}":
                 raise UsageError("This button asks for no command a card offers.")
-            command = button_command(name, asked.get("target"), asked.get("region"))
+            command = button_command(name, asked.get("target"), asked.get("region"), asked.get("account"))
         except UsageError as exc:
             log.warning("refused: a card button irbot would not draw", user=user_id)
             slack.tell(channel_id, user_id, f"{exc} Nothing was queued.")
@@ -243,6 +249,10 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     options = dict(command.options)
     if settings.aws_region:
         options.setdefault("region", settings.aws_region)  # so the plan, the card and the audit name it
+    refusal = choose_account_in_time(settings, actions.get(command.name), command.targets, options)
+    if refusal:
+        log.info("refused: account", user=user_id, account=options.get("account"))
+        return views.ephemeral(refusal), None
     request = CommandRequest(
         id=request_id,
         command=command.name,
@@ -276,6 +286,58 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
         reply["text"] += " " + views.NO_WORKER
         note_waiting_for_a_worker(connection, request)
     return reply, request
+
+
+def _warm_up_accounts(settings: Settings) -> None:
+    try:
+        accounts_for(settings).own
+    except Exception as exc:  # noqa: BLE001 - asked again at the first command that needs it
+        log.warning("irbot's own account not known yet", error=type(exc).__name__)
+
+
+ACCOUNT_ANSWER_SECONDS = 1.5  # of Slack's 3 s: what the bot may spend asking AWS which account a command acts in
+_ASKING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="account")
+
+
+def choose_account_in_time(settings: Settings, spec: actions.ActionSpec, targets: tuple[str, ...], options: dict) -> str | None:
+    """choose_account within ACCOUNT_ANSWER_SECONDS. Past that, the request goes on without an account and the
+    worker decides it with its own patience, refusing there (before any call in the account) what irbot may not do."""
+    asked = dict(options)
+    future = _ASKING.submit(choose_account, settings, spec, targets, asked)
+    try:
+        refusal = future.result(timeout=ACCOUNT_ANSWER_SECONDS)
+    except TimeoutError:
+        log.warning("account not decided in time: the worker decides it", command=spec.name)
+        return None
+    options.update(asked)
+    return refusal
+
+
+def choose_account(settings: Settings, spec: actions.ActionSpec, targets: tuple[str, ...], options: dict) -> str | None:
+    """Decide the account the command acts in, into ``options["account"]``: --account, else the owner of an
+    access key, else IR_DEFAULT_ACCOUNT, else irbot's own. Returns the sentence refusing it instead, when irbot
+    may not act there (nothing is queued then)."""
+    listed = options.get("accounts")
+    if not options.get("account") and not settings.default_account and not listed and (spec.target != "access-key" or not settings.accounts):
+        return None  # irbot's own account (or, for a key, the worker asks whose it is): nothing to ask AWS here
+    where = accounts_for(settings)
+    try:
+        if options.get("account"):
+            account = options["account"]
+        elif spec.target == "access-key" and targets[0].startswith("AKIA"):
+            try:
+                account = where.owner_of_key(targets[0])
+            except ActionError:
+                return None  # no quick answer: the worker asks again, with its retries, and refuses it there if need be
+        else:
+            account = where.default()
+        options["account"] = account
+        refused = where.refusal(account)
+        if not refused and listed and listed != "all":
+            refused = next((where.refusal(a) for a in listed.split(",") if where.refusal(a)), None)
+        return refused
+    except ActionError as exc:
+        return f"irbot could not tell which AWS account this acts in: {exc} Give it with `--account ACCOUNT`."
 
 
 def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = policy.add_mutually_exclusive_group()
     which.add_argument("--process", choices=("serve", "worker", "findings", "audit"), help="only what this process calls")
     which.add_argument("--action", metavar="NAME", help="only what this action calls (an /ir command)")
+    which.add_argument("--member", action="store_true",
+                       help="the role to deploy in every member account ($IR_ACCOUNT_ROLE): its permissions and trust policies")
+    policy.add_argument("--hub-role", metavar="ARN", help="with --member: irbot's own role ARN, the only principal the member role trusts")
     policy.set_defaults(run=run_iam_policy)
     return parser
 
@@ -260,9 +263,19 @@ def _break_glass(verb: str, args) -> int:
 
 
 def run_iam_policy(args) -> int:
-    from bot.policies import policy_document
+    from bot.policies import member_policies, policy_document
 
-    print(json.dumps(policy_document(args.bucket, process=args.process, action=args.action), indent=2))
+    settings = load(os.environ, "iam-policy")  # IR_ACCOUNT_ROLE, IR_ROLE_EXTERNAL_ID, IR_ACCOUNTS, checked as irbot reads them
+    if args.member:
+        if not args.hub_role:
+            raise ConfigError("--member needs --hub-role: irbot's own role ARN, which the member role will trust.")
+        document = member_policies(args.hub_role, external_id=settings.role_external_id)
+    elif args.hub_role:
+        raise ConfigError("--hub-role goes with --member (the member role's trust policy).")
+    else:
+        document = policy_document(args.bucket, process=args.process, action=args.action, role=settings.account_role,
+                                   organization=settings.accounts == "org")
+    print(json.dumps(document, indent=2))
     return 0
 
 

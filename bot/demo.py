@@ -27,6 +27,8 @@ ALERTS = "C0ALERTS01"
 PEOPLE = {"U0ALICE01": "alice", "U0BOB0002": "bob", "U0MALLORY": "mallory", "U0IRBOT": "irbot"}
 REGION = "us-east-1"
 BUCKET = "irbot-demo-evidence"
+OWN_ACCOUNT = "123456789012"  # moto's account: irbot's own, with the evidence bucket and the findings queue
+MEMBER = "222222222222"  # a member account of the organization (payments), where irbot assumes irbot-responder
 
 
 def run(out=None) -> int:
@@ -58,6 +60,7 @@ def run(out=None) -> int:
             "REDIS_URL": "redis://fakeredis/0",
             "IR_UNTRACK_PAUSE_SECONDS": "0",
             "IR_ALERTS_CHANNEL": ALERTS,
+            "IR_ACCOUNTS": MEMBER,
         }
     )
     if sshd:
@@ -71,11 +74,14 @@ def run(out=None) -> int:
     try:
         with mock_aws():
             instance, leaked_key, launched = _seed_account()
+            payments = _seed_member()
             running.EVENT_SOURCE = SimulatedCloudTrail(leaked_key, launched)
             today = time.strftime("%Y-%m-%d", time.gmtime())
             connection = fakeredis.FakeRedis()
             app = create_app(settings, connection)
             worker = SimpleWorker(queues(connection), connection=connection, serializer=SERIALIZER)
+            # The demo's worker runs between scenes; registered, so the bot doesn't say that no worker is running.
+            SimpleWorker(queues(connection), connection=connection, name="irbot-demo", serializer=SERIALIZER).register_birth()
             scene = Scene(app, worker, slack, out)
             scene.title(
                 "irbot demo — a scripted incident on a simulated AWS account (moto) and Slack workspace.\n"
@@ -111,6 +117,13 @@ def run(out=None) -> int:
             scene.say("bob", "/ir status")
             scene.say("alice", "/ir report")
             scene.say("alice", "/ir close --summary web-1 isolated and imaged; ci-deploy's leaked key revoked.")
+            scene.title(f"Scene: the organization — later, GuardDuty (delegated to irbot's account) reports a miner in member account\n"
+                        f"{MEMBER} (payments). bob acts from the card in #alerts; its Isolate button acts in that account,\n"
+                        "through the irbot-responder role there, in a session named after the request and carrying bob's name.")
+            scene.channel = ALERTS
+            scene.finding_arrives(_guardduty_finding(payments, account=MEMBER, finding_id="5ec2c0ffee1demo"), connection)
+            scene.click("bob", "ir_request_isolate", scene.button_value("ir_request_isolate"))
+            scene.click("alice", "ir_approve", scene.pending_request())
             scene.verify_evidence()
             scene.verify_audit(connection)
     finally:
@@ -182,14 +195,36 @@ def _seed_account() -> str:
     return instance, key["AccessKeyId"], launched
 
 
-def _guardduty_finding(instance_id: str) -> dict:
-    """A GuardDuty finding as EventBridge delivers it, about the demo's instance."""
+def _seed_member() -> str:
+    """Member account payments: an instance, and the role irbot assumes there (moto lets any account be assumed into)."""
+    import json
+
+    import boto3
+
+    found = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=f"arn:aws:iam::{MEMBER}:role/OrganizationAccountAccessRole", RoleSessionName="demo-setup")["Credentials"]
+    member = boto3.Session(aws_access_key_id=found["AccessKeyId"], aws_secret_access_key=found["SecretAccessKey"],
+                           aws_session_token=found["SessionToken"], region_name=REGION)
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{OWN_ACCOUNT}:root"},
+                                                     "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"]}]}
+    member.client("iam").create_role(RoleName="irbot-responder", AssumeRolePolicyDocument=json.dumps(trust))
+    ec2 = member.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return ec2.run_instances(ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1, SubnetId=subnet,
+                             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "payments-1"}]}],
+                             )["Instances"][0]["InstanceId"]
+
+
+def _guardduty_finding(instance_id: str, *, account: str = OWN_ACCOUNT, finding_id: str = "5ec2c0ffee0demo") -> dict:
+    """A GuardDuty finding as EventBridge delivers it to irbot's account (GuardDuty's delegated administrator)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
-        "version": "0", "id": "0e9f8c7a-demo", "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": "123456789012",
+        "version": "0", "id": f"0e9f8c7a-{finding_id}", "detail-type": "GuardDuty Finding", "source": "aws.guardduty", "account": OWN_ACCOUNT,
         "time": now, "region": REGION, "resources": [],
         "detail": {
-            "schemaVersion": "2.0", "accountId": "123456789012", "region": REGION, "partition": "aws", "id": "5ec2c0ffee0demo",
+            "schemaVersion": "2.0", "accountId": account, "region": REGION, "partition": "aws", "id": finding_id,
             "type": "CryptoCurrency:EC2/BitcoinTool.B!DNS", "severity": 8, "createdAt": now, "updatedAt": now,
             "title": f"EC2 instance {instance_id} is querying a domain name associated with Bitcoin activity.",
             "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": instance_id, "instanceType": "c5.4xlarge"}},
@@ -278,8 +313,9 @@ class Scene:
         """A button press on a message, sent as Slack sends block_actions."""
         import json
 
-        label = {"ir_approve": "Approve", "ir_deny": "Deny", "ir_cancel": "Cancel", "ir_declare_finding": "Declare incident"}[action_id]
-        what = "the finding card" if action_id == "ir_declare_finding" else f"request {request_id}, and confirms"
+        label = {"ir_approve": "Approve", "ir_deny": "Deny", "ir_cancel": "Cancel", "ir_declare_finding": "Declare incident",
+                 "ir_request_isolate": "Isolate"}[action_id]
+        what = "the finding card" if action_id.startswith(("ir_declare_", "ir_request_")) else f"request {request_id}, and confirms"
         self._line(user, f"[clicks {label} on {what}]")
         payload = {
             "type": "block_actions", "team": {"id": "T0DEMO"}, "user": {"id": _user_id(user), "name": user},

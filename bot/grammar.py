@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 
 import actions
 from actions import targets as target_rules  # not `targets`: parse() has a list of that name
-from actions.registry import REGION, TARGETS, Option
+from actions.registry import ACCOUNT, REGION, TARGETS, Option
 
 MAX_LENGTH = 1000
 
@@ -85,7 +85,7 @@ def help_text(available=frozenset(SPECS), gated=frozenset()) -> str:
         approval = " _(needs approval by a second person, except with --dry-run)_" if spec.name in gated else ""
         lines.append(f"• `{spec.usage}` — {spec.summary}{approval}{soon}")
     lines.append("Targets: an instance ID like `i-0123456789abcdef0`, an access key ID like `AKIAIOSFODNN7EXAMPLE`, or for memory `user@host[:port]`.")
-    lines.append("`--region R` works on every AWS command; without it the worker's default region is used.")
+    lines.append("`--region R` and `--account ACCOUNT` work on every AWS command; without them the worker's default region and account are used.")
     return "\n".join(lines)
 
 
@@ -152,15 +152,17 @@ def parse(text: str) -> Command:
     return Command(name, tuple(targets), options)
 
 
-def button_command(name: str, target, region) -> Command:
+def button_command(name: str, target, region, account=None) -> Command:
     """The command a card's button asks for, built from its parts: each part meets the rule it would meet typed,
     and none is spliced into command text, so a value can't bring a word or an option of its own."""
     spec = SPECS.get(name) if isinstance(name, str) else None
     if spec is None or spec.target not in target_rules.BUTTON_TARGETS:
         raise UsageError("This button asks for no command a card offers.")
-    if not isinstance(target, str) or not (region is None or isinstance(region, str)):
+    if not isinstance(target, str) or not all(part is None or isinstance(part, str) for part in (region, account)):
         raise UsageError("This button's value is not one irbot drew.")
     options = {"region": _option_value(REGION, region)} if region is not None else {}
+    if account is not None:
+        options["account"] = _option_value(ACCOUNT, account)
     return Command(spec.name, (_target(spec, target),), options)
 
 
@@ -195,6 +197,17 @@ def _option_value(option: Option, value: str) -> str:
             hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
             raise UsageError(f"`{_show(value)}` is not an AWS region.{hint} Write it like `--region us-east-1`.")
         return region
+    if option.kind == "account":
+        if not re.fullmatch(r"\d{12}", value):
+            raise UsageError(f"`{_show(value)}` is not an AWS account ID: give its 12 digits, e.g. `--account 222222222222`.")
+        return value
+    if option.kind == "accounts":
+        listed = [a.strip() for a in value.split(",") if a.strip()]
+        if value.lower() == "all":
+            return "all"
+        if not listed or any(not re.fullmatch(r"\d{12}", a) for a in listed):
+            raise UsageError(f"`{_show(value)}` is not a list of accounts: write `--accounts all` or `--accounts 111111111111,222222222222`.")
+        return ",".join(dict.fromkeys(listed))
     if option.kind == "date":
         try:
             day = date.fromisoformat(value)

@@ -10,7 +10,7 @@ import actions
 from actions import targets
 from actions.artefacts import Result
 from core.evidence import Protection, StoredObject
-from core.request import CommandRequest
+from core.request import CommandRequest, place
 
 
 def escape(text: str) -> str:
@@ -24,8 +24,9 @@ def command_line(name: str, asked: tuple[str, ...], options: dict) -> str:
     words = [f"/ir {name}", *asked]
     for option in spec.options if spec else ():
         value = options.get(option.key)
-        if option.key != "region" and value not in (None, False, ""):
+        if option.key not in ("region", "account") and value not in (None, False, ""):
             words.append(option.name if option.takes is None else f"{option.name} {value}")
+    # region and account are shown apart, by place()
     return " ".join(words)
 
 
@@ -65,7 +66,7 @@ def human_size(size: int) -> str:
 
 def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredObject], protection: Protection, bucket: str, prefix: str) -> tuple[str, list[dict]]:
     head = (
-        f"Evidence from {escape(result.target)} ({escape(result.region)}) collected for <@{request.user_id}>: "
+        f"Evidence from {escape(result.target)} ({escape(place(request.options.get('account'), result.region))}) collected for <@{request.user_id}>: "
         f"{len(stored)} objects in s3://{bucket}/{escape(prefix)}, {protection.describe(bucket)}."
     )
     lines = [f"• {escape(o.name)} — {human_size(o.size)} — sha256 {o.sha256} — {o.url}" for o in stored]
@@ -73,7 +74,7 @@ def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredO
     text = "\n".join([head, *lines, *notes])
 
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *Evidence collected* from `{escape(result.target)}` ({escape(result.region)}) for <@{request.user_id}>"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *Evidence collected* from `{escape(result.target)}` ({escape(place(request.options.get('account'), result.region))}) for <@{request.user_id}>"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`s3://{bucket}/{escape(prefix)}` · {protection.describe(bucket)} · request `{request.id}`"}]},
     ]
     if not protection.locked:
@@ -133,7 +134,7 @@ def approval_card(pending) -> tuple[str, list[dict]]:
     """The one message a gated request lives in, drawn for its current state."""
     request = pending.request
     command = headline(request.command, request.targets, request.options)
-    region = request.region or "the default region"
+    region = place(request.options.get("account"), request.region)
     heading = STATE_HEADINGS.get(pending.state, pending.state)
     status = _status_line(pending)
     plan = step_lines(pending.steps or pending.plan)
@@ -190,6 +191,7 @@ def _status_line(pending) -> str:
 def steps_report(request: CommandRequest, steps: list[dict], region: str, *, state: str, notes=()) -> tuple[str, list[dict]]:
     """An action that runs in steps: redrawn as each finishes, then with the outcome and notes."""
     command = headline(request.command, request.targets, request.options)
+    region = place(request.options.get("account"), region)
     lines = step_lines(steps)
     notes = [f"⚠️ {escape(n)}" if not n.startswith("Saved ") else escape(n) for n in notes]
     text = "\n".join([f"{state}: {command} in {escape(region)}, for <@{request.user_id}>.", *lines, *notes])
@@ -208,31 +210,34 @@ FINDING_BUTTONS = {"instance": (("isolate", "Isolate", "danger"), ("stop", "Stop
 def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict]]:
     """One suspicious resource, with the buttons that act on it (each opens an approval request)."""
     origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
-    title = f"{finding['kind']} `{finding['id']}` in {finding['region']}"
-    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in {finding['region']}, "
+    title = f"{finding['kind']} `{finding['id']}` in {place(finding.get('account'), finding['region'])}"
+    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in "
+                  f"{place(finding.get('account'), finding['region'])}, "
                   f"{origin}: {finding['detail']}")
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": fit(f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created "
                                                                    f"{escape(str(finding.get('created') or '?'))}", 3000)}},
     ]
     region = finding["region"] if finding["region"] != "global" else None
-    buttons = [b for offered in FINDING_BUTTONS.get(finding["kind"], ()) if (b := request_button(*offered, finding["id"], region))]
+    buttons = [b for offered in FINDING_BUTTONS.get(finding["kind"], ())
+               if (b := request_button(*offered, finding["id"], region, finding.get("account") or request.options.get("account")))]
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"from request `{request.id}` · each button asks for approval like the command would"}]})
     return text, blocks
 
 
-def request_button(command: str, label: str, style: str | None, target: str, region: str | None) -> dict | None:
+def request_button(command: str, label: str, style: str | None, target: str, region: str | None, account: str | None = None) -> dict | None:
     """A button that asks for ``command`` on ``target``, or None when the target or the region is not one the
     command would take typed: a card never carries a value that the click would turn into something else."""
     spec = actions.get(command)
     checked = targets.button_target(spec.target, target) if spec else None
     where = targets.region(region) if region else None
-    if checked is None or (region and where is None):
+    owner = account if isinstance(account, str) and re.fullmatch(r"\d{12}", account) else None
+    if checked is None or (region and where is None) or (account and owner is None):
         return None
-    button = {"type": "button", "action_id": f"ir_request_{command}", "text": {"type": "plain_text", "text": label},
-              "value": json.dumps({"command": command, "target": checked, "region": where})}
+    value = {"command": command, "target": checked, "region": where, **({"account": owner} if owner else {})}
+    button = {"type": "button", "action_id": f"ir_request_{command}", "text": {"type": "plain_text", "text": label}, "value": json.dumps(value)}
     if style:
         button["style"] = style
     return button
@@ -350,7 +355,8 @@ def finding_alert(finding) -> tuple[str, list[dict]]:
     buttons = [{"type": "button", "action_id": "ir_declare_finding", "style": "primary", "text": {"type": "plain_text", "text": "Declare incident"},
                 "value": json.dumps({"title": textwrap.shorten(finding.title, 80, placeholder="…"), "severity": severity_for_incident,
                                      "finding": finding.id[:200]})}]
-    buttons += [b for offered in FINDING_ACTIONS.get(finding.resource_kind, ()) if (b := request_button(*offered, finding.resource_id, finding.region or None))]
+    buttons += [b for offered in FINDING_ACTIONS.get(finding.resource_kind, ())
+                if (b := request_button(*offered, finding.resource_id, finding.region or None, finding.account or None))]
     blocks.append({"type": "actions", "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": fit(f"{source} · `{escape(finding.id)}` · changing buttons ask for approval like the command", 3000)}]})
     return text, blocks

@@ -12,6 +12,8 @@ import html
 import re
 from collections import OrderedDict
 
+from core.request import Places
+
 
 def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed: int) -> str:
     lines = [
@@ -30,12 +32,14 @@ def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed
         lines.append(f"| {_cell(r['seq'])} | {_cell(r['time'])} | {_cell(r['actor'])} | {_cell(r['action'])} | {_cell(r.get('target', ''))} | {_cell(r.get('outcome', ''))} |")
 
     requests: "OrderedDict[str, dict]" = OrderedDict()
+    places = Places()
     for r in records:
         request = r.get("params", {}).get("request")
         if not request:
             continue
         entry = requests.setdefault(request, {"command": r["params"].get("command"), "target": r.get("target"), "requested_by": None,
                                               "approved_by": [], "refused": [], "outcome": "", "steps": []})
+        places.note(request, r["params"])
         if r["action"] in ("request.opened", "request.queued"):
             entry["requested_by"] = r["actor"]
         if r["action"] in ("request.approved", "approval.counted"):
@@ -49,7 +53,8 @@ def report_markdown(incident, records: list[dict], head: tuple[int, str], sealed
     lines += ["", "## Actions and approvals", ""]
     for request, e in requests.items():
         command = f"/ir {e['command']} {e['target']}"
-        lines.append(f"### {_code(command)} (request {_text(request)})")
+        where = places.of(request)
+        lines.append(f"### {_code(command)}" + (f" in {_text(where)}" if where else "") + f" (request {_text(request)})")
         lines.append(f"- Requested by {_text(e['requested_by'] or '-')}; approved by {_text(', '.join(e['approved_by'])) or 'nobody (read-only, or not approved)'}")
         if e["refused"]:
             lines.append(f"- Refused approvals: {_text(', '.join(e['refused']))}")

@@ -207,6 +207,14 @@ class ApprovalBook:
                           fields={"plan": json.dumps(plan), "expires_at": expires_at},
                           params={"plan": [s.get("title", "") + ": " + s.get("detail", "") for s in plan]})
 
+    def note_account(self, request_id: str, account: str) -> None:
+        """The account the worker found the request acts in (a key's owner), so its card and records name it."""
+        pending = self.get(request_id)
+        if pending is not None and not pending.request.options.get("account"):
+            request = pending.request.to_dict()
+            request["options"] = {**request["options"], "account": account}
+            self.connection.hset(request_key(request_id), "request", json.dumps(request))
+
     def attach_message(self, request_id: str, message_ts: str) -> None:
         """Where the request's card is, so every later change redraws it in place."""
         self.connection.hset(request_key(request_id), "message_ts", message_ts)

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from redis import Redis
 
 import actions
+from core.request import Places
 
 ENDINGS = {"request.approved", "request.denied", "request.cancelled", "request.expired", "request.failed"}
 
@@ -81,9 +82,12 @@ def summarise(records: list[dict]) -> dict:
     keys_revoked: list[str] = []
     requests: dict[str, dict] = {}
     evidence = 0
+    places = Places()
     for r in records:
         params = r.get("params", {})
         request = params.get("request")
+        places.note(request, params)
+        named = places.named(r.get("target", ""), request)
         if request:
             entry = requests.setdefault(request, {"command": params.get("command"), "target": r.get("target"), "ended": False, "pending": False})
             if r["action"] == "request.pending":
@@ -95,7 +99,7 @@ def summarise(records: list[dict]) -> dict:
         spec = actions.get(params.get("command") or "")
         if r["action"] == "job.finished" and r.get("outcome") in ("ok", "finished") and spec and not spec.fan_out:
             # What the action declares it makes of its target; a fan-out action says so per target, below.
-            target, state = r.get("target", ""), spec.state_for(params.get("options") or {})
+            target, state = named, spec.state_for(params.get("options") or {})
             if state and spec.target == "access-key":
                 keys_revoked.append(target)
             elif state:
@@ -105,6 +109,7 @@ def summarise(records: list[dict]) -> dict:
         custodian = actions.get(r["action"].removesuffix(".custody")) if r["action"].endswith(".custody") else None
         if custodian and r.get("outcome") == "complete":
             # A fan-out target's own record ("<action>.custody"): what the action makes of that target.
-            targets.setdefault(r.get("target", ""), []).append(custodian.state_for({}) or "done")
-    waiting = [f"/ir {e['command']} {e['target']}" for e in requests.values() if e["pending"] and not e["ended"]]
+            targets.setdefault(named, []).append(custodian.state_for({}) or "done")
+    waiting = [f"/ir {e['command']} {places.named(e['target'], request)}" for request, e in requests.items() if e["pending"] and not e["ended"]]
     return {"targets": targets, "keys_revoked": keys_revoked, "waiting": waiting, "evidence": evidence}
+

@@ -38,3 +38,38 @@ class CommandRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CommandRequest":
         return cls(**{**data, "targets": tuple(data.get("targets", ()))})
+
+
+def place(account: str | None, region: str | None) -> str:
+    """Where an action works, as every message, card and report shows it: "222222222222, eu-west-1" (raw: escape it where shown)."""
+    return ", ".join(part for part in (account, region or "the default region") if part)
+
+
+def recorded_place(params: dict) -> tuple[str | None, str | None]:
+    """An audit record's account and region: the worker's records name both, the bot's carry the request's options."""
+    options = params.get("options") or {}
+    return params.get("account") or options.get("account"), params.get("region") or options.get("region")
+
+
+class Places:
+    """Where each request of an incident acted, gathered from its records (a later record may know the account)."""
+
+    def __init__(self):
+        self._found: dict[str, tuple[str | None, str | None]] = {}
+
+    def note(self, request: str | None, params: dict) -> None:
+        if request:
+            account, region = recorded_place(params)
+            known = self._found.get(request, (None, None))
+            self._found[request] = (known[0] or account, known[1] or region)
+
+    def of(self, request: str | None) -> str:
+        account, region = self._found.get(request or "", (None, None))
+        return place(account, region) if account or region else ""
+
+    def named(self, target: str, request: str | None) -> str:
+        """``i-0abc (222222222222, eu-west-1)``: a target as the card and the report name it."""
+        where = self.of(request)
+        # user@host is reached over SSH, not in an AWS account or region
+        return f"{target} ({where})" if target and where and "@" not in target else target
+

@@ -52,6 +52,11 @@ VARIABLES = (
     Variable("IR_APPROVAL_QUORUM", "how many approvers, besides the requester, a gated request needs", (), "1"),
     Variable("IR_APPROVAL_EXPIRY_SECONDS", "how long a gated request waits for approval", (), "1800"),
     Variable("IR_ANALYST_CIDR", "the one address range isolation still lets SSH in from, e.g. 203.0.113.7/32", ()),
+    Variable("IR_ACCOUNTS", "the AWS accounts irbot may act in besides its own: 12-digit IDs, comma-separated, or org for every active account of the organization", ()),
+    Variable("IR_ACCOUNT_ROLE", "the role irbot assumes in every other account", (), "irbot-responder"),
+    Variable("IR_ROLE_EXTERNAL_ID", "the external ID the member roles require, if they do", ()),
+    Variable("IR_DEFAULT_ACCOUNT", "the account a command without --account acts in (default: irbot's own)", ()),
+    Variable("IR_HUNT_CONCURRENCY", "how many AWS calls a hunt across accounts makes at once", (), "32"),
     Variable("IR_CAPTURE_SOURCE_SG", "security groups (sg-..., comma-separated) of the workers or the bastion: isolation still lets SSH in from them, so memory can be captured after the cut", ()),
     Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),
     Variable("IR_SSH_KEY", "path of the private key (ed25519, ECDSA or RSA) irbot uses for memory capture", ()),
@@ -96,6 +101,11 @@ class Settings:
     log_level: str = "INFO"
     analyst_cidr: str | None = None
     capture_source_groups: tuple[str, ...] = ()
+    accounts: tuple[str, ...] | str = ()  # 12-digit IDs, or "org"
+    account_role: str = "irbot-responder"
+    role_external_id: str | None = None
+    default_account: str | None = None
+    hunt_concurrency: int = 32
     untrack_pause_seconds: int = 2
     ssh_key: str | None = None
     ssh_user: str | None = None
@@ -201,6 +211,11 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         log_level=log_level,
         analyst_cidr=_analyst_cidr(get),
         capture_source_groups=_security_groups(get, "IR_CAPTURE_SOURCE_SG"),
+        accounts=_accounts(get),
+        account_role=_role_name(get),
+        role_external_id=_external_id(get),
+        default_account=_account(get, "IR_DEFAULT_ACCOUNT"),
+        hunt_concurrency=_integer(get, "IR_HUNT_CONCURRENCY", 32, 1, 256, "a number from 1 to 256"),
         untrack_pause_seconds=_integer(get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
         ssh_key=_readable_file(get, "IR_SSH_KEY", "the path of a private key file"),
         ssh_user=get("IR_SSH_USER"),
@@ -243,6 +258,39 @@ def _readable_file(get, name: str, what: str) -> str | None:
     if path is not None and not os.access(path, os.R_OK):
         raise ConfigError(f"{name} is malformed: it should hold {what} irbot can read ({path} is not readable).")
     return path
+
+
+def _account(get, name: str) -> str | None:
+    raw = get(name)
+    if raw is not None and not re.fullmatch(r"\d{12}", raw):
+        raise ConfigError(f"{name} is malformed: it should hold a 12-digit AWS account ID, e.g. 123456789012.")
+    return raw
+
+
+def _accounts(get) -> tuple[str, ...] | str:
+    raw = get("IR_ACCOUNTS")
+    if raw is None:
+        return ()
+    if raw.lower() == "org":
+        return "org"
+    listed = tuple(a.strip() for a in raw.split(",") if a.strip())
+    if not listed or any(not re.fullmatch(r"\d{12}", a) for a in listed):
+        raise ConfigError("IR_ACCOUNTS is malformed: it should hold 12-digit AWS account IDs, comma-separated, or org.")
+    return listed
+
+
+def _role_name(get) -> str:
+    raw = get("IR_ACCOUNT_ROLE") or "irbot-responder"
+    if not re.fullmatch(r"[\w+=,.@/-]{1,64}", raw):
+        raise ConfigError("IR_ACCOUNT_ROLE is malformed: it should hold an IAM role name (or path/name), e.g. irbot-responder.")
+    return raw
+
+
+def _external_id(get) -> str | None:
+    raw = get("IR_ROLE_EXTERNAL_ID")
+    if raw is not None and not re.fullmatch(r"[\w+=,.@:/-]{2,1224}", raw):
+        raise ConfigError("IR_ROLE_EXTERNAL_ID is malformed: it should hold 2-1224 letters, digits or +=,.@:/-.")
+    return raw
 
 
 def _security_groups(get, name: str) -> tuple[str, ...]:

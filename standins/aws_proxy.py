@@ -12,6 +12,7 @@ here and tells the proxy what to refuse:
   passed — throttling that outlasts any client's retries.
 - ``refuse(operation, code, status, times)``: the next ``times`` attempts of one operation get
   AWS's error ``code`` (access denied, say) with HTTP ``status``.
+- ``latency``: seconds added to every call (benchmarks: a far region's round trip).
 
 Errors are worded per protocol as AWS words them: EC2's ``RequestLimitExceeded`` (HTTP 503), S3's
 ``SlowDown`` (503), the query APIs' ``Throttling`` (400), the JSON APIs' ``ThrottlingException``
@@ -24,6 +25,7 @@ import hashlib
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -69,8 +71,9 @@ class Tally:
 
 
 class AwsProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, *, latency: float = 0.0):
         self.upstream_url = upstream
+        self.latency = latency  # seconds added to every call, as a far region's round trip adds them
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.storms: list[Storm] = []
@@ -141,12 +144,15 @@ class AwsProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out apart: Nagle and delayed ACKs would add 40 ms a call
 
             def log_message(self, *args):
                 pass
 
             def _any(self):
                 body = _read_body(self)
+                if proxy.latency:
+                    time.sleep(proxy.latency)
                 service = _service(self.headers.get("Authorization", ""))
                 operation = _operation(service, self.command, self.path, self.headers, body)
                 invocation = self.headers.get("amz-sdk-invocation-id") or uuid.uuid4().hex
@@ -173,6 +179,8 @@ class AwsProxy:
 
             def _forward(self, body: bytes) -> None:
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                upstream.connect()
+                upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"}
                 headers["Content-Length"] = str(len(body))
                 upstream.request(self.command, self.path, body=body, headers=headers)

@@ -88,9 +88,11 @@ def amazon_image(ec2) -> str:
     return _IMAGES[region]
 
 
-def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence", object_lock: bool = True) -> dict:
-    """A VPC with a running instance (two volumes, an instance profile) and an evidence bucket."""
-    session = boto3.Session(region_name=region)
+def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence", object_lock: bool = True,
+               session: boto3.Session | None = None) -> dict:
+    """A VPC with a running instance (two volumes, an instance profile) and an evidence bucket; in ``session``'s
+    account (default: the test's own)."""
+    session = session or boto3.Session(region_name=region)
     ec2 = session.client("ec2")
     iam = session.client("iam")
     s3 = session.client("s3")

@@ -192,7 +192,7 @@ def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_onc
     value = _json.dumps({"command": "isolate", "target": world["instance"], "region": "us-east-1"})
     irbot.click(RESPONDER, "ir_request_isolate", value)
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
-    assert f"`/ir isolate {world['instance']}` in us-east-1, requested by <@{RESPONDER}>" in card["text"]
+    assert f"`/ir isolate {world['instance']}` in 123456789012, us-east-1, requested by <@{RESPONDER}>" in card["text"]
     request_id = next(b for b in card["blocks"] if b["type"] == "actions")["elements"][0]["value"]
     irbot.click(RESPONDER, "ir_approve", request_id)  # still the two-person rule
     slack.wait_for(lambda s: s.ephemerals(RESPONDER))

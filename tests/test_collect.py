@@ -69,7 +69,7 @@ def test_collect_job_stores_locked_evidence_with_digests_and_reports_it(irbot_en
     names = sorted(o["key"].rsplit("/", 1)[-1] for o in outcome["objects"])
     assert names == sorted(["instance.json", "volumes.json", "network-interfaces.json", "security-groups.json", "instance-profile.json", "console-output.txt", "user-data.txt", "manifest.json"])
     for stored in outcome["objects"]:
-        assert stored["key"].startswith(f"{CHANNEL}/{world['instance']}/")
+        assert stored["key"].startswith(f"{CHANNEL}/123456789012/{world['instance']}/")
         obj = s3.get_object(Bucket="ir-evidence", Key=stored["key"])
         body = obj["Body"].read()
         assert obj["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest() == stored["sha256"]
@@ -135,7 +135,7 @@ def test_an_instance_in_another_region_is_collected_with_region(irbot_env, slack
     other = make_world("eu-west-1", bucket=None)
     outcome = run_command(request_for(other["instance"], region="eu-west-1").to_dict())
     assert outcome["ok"]
-    assert f"{other['instance']} (eu-west-1)" in slack.messages(CHANNEL)[0]["text"]
+    assert f"{other['instance']} (123456789012, eu-west-1)" in slack.messages(CHANNEL)[0]["text"]
 
 
 def test_posting_falls_back_to_response_url_when_the_bot_is_not_in_the_channel(irbot_env, slack):

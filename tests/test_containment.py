@@ -129,7 +129,7 @@ def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, s
     ec2 = boto3.client("ec2")
     approved_run(redis_conn, "isolate", world["instance"])
     groups_before = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
-    record_before = redis_conn.get(state_record_key("us-east-1", world["instance"]))
+    record_before = redis_conn.get(state_record_key("123456789012", "us-east-1", world["instance"]))
     time.sleep(1.1)  # IAM's condition times have whole seconds
 
     outcome, _ = approved_run(redis_conn, "isolate", world["instance"])
@@ -139,7 +139,7 @@ def test_a_second_isolate_creates_nothing_new_and_changes_nothing(containment, s
     # The older-sessions cutoff moves up to this request (sessions issued since the first would live).
     assert outcomes.pop("revoke-sessions:web-app") == "done"
     assert set(outcomes.values()) <= {"already so", "skipped"}, outcome["steps"]
-    assert redis_conn.get(state_record_key("us-east-1", world["instance"])) == record_before  # the original state is kept
+    assert redis_conn.get(state_record_key("123456789012", "us-east-1", world["instance"])) == record_before  # the original state is kept
 
 
 def test_release_puts_back_exactly_what_was_recorded(containment, slack, redis_conn):
@@ -158,6 +158,26 @@ def test_release_puts_back_exactly_what_was_recorded(containment, slack, redis_c
     assert after["tags"]["irbot:status"] == "released"
     assert "Environment" not in after["tags"]  # isolation's Environment=Quarantine:… is gone again
     assert any(k.endswith("isolation-record.json") for k in evidence_keys())  # the evidence stays
+
+
+@pytest.mark.parametrize("kept_in", ["redis", "bucket"])
+def test_release_finds_a_record_kept_before_records_named_their_account(containment, redis_conn, monkeypatch, kept_in):
+    """An instance isolated by an irbot before the organization issue: its record sits under the old key
+    (irbot:isolation:<region>:<instance>) or the old bucket prefix (state/<region>/<instance>/)."""
+    world = containment
+    approved_run(redis_conn, "isolate", world["instance"])
+    [key] = redis_conn.keys(f"irbot:isolation:*:{world['instance']}")
+    record = redis_conn.get(key)
+    redis_conn.delete(key)
+    boto3.client("s3").create_bucket(Bucket="ir-evidence-2", ObjectLockEnabledForBucket=True)
+    monkeypatch.setenv("IR_EVIDENCE_BUCKET", "ir-evidence-2")  # a bucket without the new copy
+    if kept_in == "redis":
+        redis_conn.set(f"irbot:isolation:us-east-1:{world['instance']}", record)
+    else:
+        boto3.client("s3").put_object(Bucket="ir-evidence-2", Key=f"state/us-east-1/{world['instance']}/20250101T000000Z-old.json", Body=record)
+    outcome, _ = approved_run(redis_conn, "release", world["instance"])
+    assert outcome["ok"], outcome
+    assert instance(world["instance"])["Tags"] and {t["Key"]: t["Value"] for t in instance(world["instance"])["Tags"]}["irbot:status"] == "released"
 
 
 def test_release_of_an_instance_irbot_never_isolated_says_so_and_changes_nothing(containment, slack, redis_conn):
@@ -261,7 +281,8 @@ def test_hunt_key_finds_instances_the_key_launched_in_two_other_regions(containm
         [card] = [c for c in cards if instance_id in c["text"]]
         buttons = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
         assert [json.loads(b["value"]) for b in buttons] == [
-            {"command": "isolate", "target": instance_id, "region": region}, {"command": "stop", "target": instance_id, "region": region}]
+            {"command": "isolate", "target": instance_id, "region": region, "account": "123456789012"},
+            {"command": "stop", "target": instance_id, "region": region, "account": "123456789012"}]
     assert any(k.endswith("hunt-key.json") for k in evidence_keys())
 
 

@@ -26,34 +26,40 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert "alice: /ir help" in out and "/ir collect <instance-id> [--region R]" in out
     assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
-    assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(us-east-1\) collected for @alice: 8 objects", out)
+    assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(123456789012, us-east-1\) collected for @alice: 8 objects", out)
     from standins.local_sshd import find_sshd
 
     if find_sshd():
         # The memory scene: one host captured over SSH, verified, into the bucket.
         assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
         assert "1 of 1 targets ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
-        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody, the report.
-        assert "Evidence bucket s3://irbot-demo-evidence: 14 evidence objects, 14 of them match their sha256 metadata." in out
+        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody, the report,
+        # and the member account's isolation record and its copy.
+        assert "Evidence bucket s3://irbot-demo-evidence: 16 evidence objects, 16 of them match their sha256 metadata." in out
     else:
         assert "(No memory scene: no OpenSSH server on this machine" in out
-        assert "Evidence bucket s3://irbot-demo-evidence: 12 evidence objects, 12 of them match their sha256 metadata." in out
+        assert "Evidence bucket s3://irbot-demo-evidence: 14 evidence objects, 14 of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
-    assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in us-east-1, requested by @alice", out)
+    assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in 123456789012, us-east-1, requested by @alice", out)
     assert "Cut eni-" in out and "(isolation)" in out
-    assert re.search(r"Done: `/ir snapshot i-[0-9a-f]{17}` in us-east-1", out)
+    assert re.search(r"Done: `/ir snapshot i-[0-9a-f]{17}` in 123456789012, us-east-1", out)
     # The leaked-key scene: what the key made far away, then the key revoked under approval.
-    assert re.search(r"instance i-[0-9a-f]{17} in eu-west-1, made by the key", out)
-    assert re.search(r"instance i-[0-9a-f]{17} in ap-southeast-2, made by the key", out)
-    assert re.search(r"Done: `/ir revoke-key AKIA[A-Z0-9]{16}` in us-east-1, requested by @bob", out)
+    assert re.search(r"instance i-[0-9a-f]{17} in 123456789012, eu-west-1, made by the key", out)
+    assert re.search(r"instance i-[0-9a-f]{17} in 123456789012, ap-southeast-2, made by the key", out)
+    assert re.search(r"Done: `/ir revoke-key AKIA[A-Z0-9]{16}` in 123456789012, us-east-1, requested by @bob", out)
     assert "Deactivate AKIA" in out and "irbot-quarantine attached" in out
     assert "irbot (only alice sees this): You asked for this, so you can't approve it" in out
     assert "irbot (only mallory sees this): Only irbot's approvers" in out
     assert "Approved by @bob" in out
     assert re.search(r"\*Audit trail of IR-\d{8}-001\*", out)
     # The card follows the work; the report is uploaded; the incident is closed.
-    assert re.search(r"• `i-[0-9a-f]{17}`: collected, isolated, snapshotted", out)
+    assert re.search(r"• `i-[0-9a-f]{17} \(123456789012, us-east-1\)`: collected, isolated, snapshotted", out)
+    # The organization: a finding from member account 222222222222, isolated there from its card in #alerts.
+    assert re.search(r"irbot: GuardDuty finding: .* account 222222222222, us-east-1, instance `i-[0-9a-f]{17}`", out)
+    assert "bob: [clicks Isolate on the finding card]" in out
+    assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in 222222222222, us-east-1, requested by @bob", out)
+    assert re.search(r"saved to s3://irbot-demo-evidence/C0ALERTS01/222222222222/i-[0-9a-f]{17}/", out)
     assert "*Keys revoked*: `AKIA" in out and "status *CLOSED*" in out
     assert re.search(r"\(uploads the file \"IR-\d{8}-001 incident report\"\)", out)
     assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, \d+ sealed batches, chain intact\.", out)

@@ -44,7 +44,7 @@ def test_every_command_of_the_grammar_parses(text, name, targets, options):
         ("collect", "`/ir collect` needs an instance-id, e.g. `/ir collect i-0123456789abcdef0`"),
         ("collect i-xyz", "`i-xyz` is not an EC2 instance ID: it should look like `i-0123456789abcdef0`"),
         (f"collect {INSTANCE} {INSTANCE[:-1]}1", "`/ir collect` takes one instance-id at a time."),
-        (f"collect {INSTANCE} --dry-run", "`/ir collect` has no option `--dry-run` (its options: `--region`)."),
+        (f"collect {INSTANCE} --dry-run", "`/ir collect` has no option `--dry-run` (its options: `--region`, `--account`)."),
         (f"collect {INSTANCE} --region", "`--region` needs a value: `--region R`."),
         (f"collect {INSTANCE} --region us-east-1 --region us-west-2", "`--region` is given twice."),
         (f"collect {INSTANCE} --region us-est-1", "`us-est-1` is not an AWS region. Did you mean `us-east-1` or `us-west-1`?"),

@@ -47,7 +47,7 @@ def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(run_irb
     request_id = next(b for b in approval["blocks"] if b["type"] == "actions")["elements"][0]["value"]
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id, channel=incident["channel"])
     slack.wait_for(lambda s: "Done" in s.current(incident["channel"], approval["ts"])["text"])
-    text = slack.wait_for(lambda s: f"`{world['instance']}`: isolated" in card(s, incident) and card(s, incident))
+    text = slack.wait_for(lambda s: f"`{world['instance']} (123456789012, us-east-1)`: isolated" in card(s, incident) and card(s, incident))
     assert "*Approvals waiting*: none" in text and "*Evidence objects*: 1" in text
     # The trail is the incident's, not the channel's.
     import redis as _redis
@@ -56,7 +56,7 @@ def test_work_in_the_incident_channel_belongs_to_it_and_the_card_follows(run_irb
     assert [r["action"] for r in trail][:2] == ["incident.declared", "request.opened"]
 
     status, reply, _ = irbot.command("status", channel=incident["channel"])
-    assert reply["response_type"] == "in_channel" and f"`{world['instance']}`: isolated" in reply["text"]
+    assert reply["response_type"] == "in_channel" and f"`{world['instance']} (123456789012, us-east-1)`: isolated" in reply["text"]
 
     status, reply, _ = irbot.command("close --summary Contained: web-1 isolated, miner gone.", channel=incident["channel"])
     text = slack.wait_for(lambda s: "status *CLOSED*" in card(s, incident) and card(s, incident))

@@ -223,7 +223,7 @@ def test_a_target_whose_worker_died_ends_the_batch_through_rqs_failure_callback(
     job = Job.fetch(f"target-{request.id}-0", connection=redis_conn, serializer=SERIALIZER)
     redis_conn.set(active_key(sshd.target()), request.id)  # the capture had started on the dead worker
     s3 = boto3.client("s3")  # and its stream was half-written
-    s3.create_multipart_upload(Bucket="ir-evidence", Key=f"{CHANNEL}/{sshd.target()}/20261126T000000Z-{request.id}/memory.lime")
+    s3.create_multipart_upload(Bucket="ir-evidence", Key=f"{CHANNEL}/123456789012/{sshd.target()}/20261126T000000Z-{request.id}/memory.lime")
     target_ended_badly(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
     job.delete()  # the dead worker's job is gone; only the callback's ending is left to run
     SimpleWorker(queues(redis_conn), connection=redis_conn, serializer=SERIALIZER).work(burst=True, logging_level="ERROR")

@@ -199,7 +199,9 @@ def test_the_bot_may_read_the_sealed_audit_head_and_nothing_else():
 
     serve = policy_document("b", process="serve")
     assert serve["Statement"] == [{"Sid": "IrbotEvidence", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                                   "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]}]
+                                   "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]},
+                                  # which account a key belongs to, for revoke-key's plan (no switch into any account)
+                                  {"Sid": "IrbotAccounts", "Effect": "Allow", "Action": ["sts:GetAccessKeyInfo"], "Resource": "*"}]
 
 
 def test_an_interface_is_never_left_allow_all_when_the_move_out_keeps_failing(monkeypatch):

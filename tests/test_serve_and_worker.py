@@ -96,7 +96,7 @@ def test_collect_is_acked_within_3_seconds_and_its_evidence_reaches_bucket_and_c
 
     [message] = module_slack.wait_for(lambda s: s.messages(CHANNEL), timeout=60)
     keys = evidence_keys()
-    assert len(keys) == 8 and all(k.startswith(f"{CHANNEL}/{instance}/") for k in keys)
+    assert len(keys) == 8 and all(k.startswith(f"{CHANNEL}/123456789012/{instance}/") for k in keys)
     s3 = boto3.client("s3")
     for key in keys:
         obj = s3.get_object(Bucket="ir-evidence", Key=key)

@@ -36,7 +36,7 @@ def test_a_slack_outage_during_a_collect_fails_nothing_and_every_digest_reaches_
 
     message = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m["text"]), None), timeout=90)
     s3 = boto3.client("s3")
-    prefix = f"{CHANNEL}/{world['instance']}/"
+    prefix = f"{CHANNEL}/123456789012/{world['instance']}/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix=prefix)["Contents"]]
     assert len(keys) >= 6
     for key in keys:

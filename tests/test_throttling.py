@@ -40,6 +40,7 @@ def test_isolate_collect_and_hunt_key_all_finish_through_a_minute_of_throttling(
     # For a minute, half of all calls are refused on their first two tries: every kind of call, every service.
     proxy.storm(60, share=0.5, tries=2)
     _, reply, _ = irbot.command(f"isolate {world['instance']}")
+    assert "text" in reply, irbot.log_text()[-4000:]
     isolate = request_of(reply)
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if isolate in m.get("text", "") and "Approval needed" in m["text"]), None), timeout=60)
     irbot.click(SECOND_RESPONDER, "ir_approve", isolate)

@@ -170,7 +170,7 @@ def _abort_uploads(request_id: str, target: str) -> None:
         return
     request = pending.request
     try:
-        aborted = ctx.store.abort_unfinished(f"{request.incident or request.channel_id}/{target}/", f"-{request_id}/")
+        aborted = ctx.store.abort_unfinished(ctx.target_prefix(target), f"-{request_id}/")
         log.info("unfinished uploads aborted", target=target, count=len(aborted))
     except Exception as exc:  # the batch must still end; S3 expires abandoned uploads by its own lifecycle rules too
         log.error("could not abort unfinished uploads", target=target, error=str(exc))

@@ -17,6 +17,7 @@ from rq import get_current_job
 import actions
 from actions import aws
 from actions.aws import Declaration
+from actions.errors import ActionError
 from actions.context import RunContext
 from actions.memory import MemorySettings
 from actions.registry import ActionSpec
@@ -25,6 +26,8 @@ from chat.outbox import Outbox
 from chat.slack import Slack
 from core import settings as settings_module
 from core.approvals import ApprovalBook, book_from_settings
+from actions.accounts import Accounts
+from core.accounts import accounts_for
 from core.audit import AUDIT_SEAL, trail_for
 from core.evidence import EVIDENCE, EvidenceStore, StoredObject
 from core.logs import get_logger
@@ -83,6 +86,7 @@ class JobContext:
         job = get_current_job()
         self.job_id = job.id if job else None
         self._session: boto3.Session | None = None
+        self._account: str | None = None
         self._store: EvidenceStore | None = None
         self._prefix: str | None = None  # where this job's evidence goes, fixed at the first object
         self.kept: list[StoredObject] = []
@@ -92,13 +96,43 @@ class JobContext:
         return actions.get(self.request.command)
 
     @property
+    def accounts(self) -> Accounts:
+        return accounts_for(self.settings)
+
+    @property
+    def account(self) -> str:
+        """The AWS account the request acts in: the one the bot chose (--account, the key's owner, IR_DEFAULT_ACCOUNT);
+        else, asked here with the worker's patience, the owner of an access key, or irbot's own."""
+        if self._account is None:
+            chosen = self.request.options.get("account")
+            spec, targets = self.spec, self.request.targets
+            if not chosen and spec is not None and spec.target == "access-key" and targets and targets[0].startswith("AKIA"):
+                chosen = self.accounts.owner_of_key(targets[0])
+            self._account = chosen or self.accounts.default()
+        return self._account
+
+    def check_account(self) -> None:
+        """Fail closed: an account irbot may not act in is refused before any call there."""
+        refused = self.accounts.refusal(self.account)
+        if refused:
+            raise ActionError(refused)
+
+    def session_in(self, account: str) -> boto3.Session:
+        """A session in ``account`` for this request and the person who asked, under the action's declared permissions.
+        Every way into an account passes here, so an account irbot may not act in is refused here too (fail closed)."""
+        refused = self.accounts.refusal(account)
+        if refused:
+            raise ActionError(refused)
+        session = self.accounts.session(account, request_id=self.request.id, person=self.request.user_id)
+        if self.spec is not None:
+            aws.declare(session, self.spec.declaration)
+        return session
+
+    @property
     def session(self) -> boto3.Session:
-        """The AWS session the request's action runs with, under the action's declared permissions."""
+        """The AWS session the request's action runs with, in its account, under the action's declared permissions."""
         if self._session is None:
-            spec = self.spec
-            self._session = boto3.Session()
-            if spec is not None:
-                aws.declare(self._session, spec.declaration)
+            self._session = self.session_in(self.account)
         return self._session
 
     @property
@@ -108,7 +142,8 @@ class JobContext:
     def evidence_store(self, declaration: Declaration = EVIDENCE) -> EvidenceStore:
         s = self.settings
         # SigV4 links: S3 refuses SigV2 in regions opened since 2014 and for buckets made after June 2020.
-        s3 = aws.client(self.session, "s3", s.aws_region, declared=declaration, config=Config(signature_version="s3v4"))
+        # The evidence bucket is irbot's own, whatever account the action works in.
+        s3 = aws.client(boto3.Session(), "s3", s.aws_region, declared=declaration, config=Config(signature_version="s3v4"))
         return EvidenceStore(s3, s.evidence_bucket,
                              lock_mode=s.evidence_lock_mode, retention_days=s.evidence_retention_days, link_expiry_seconds=s.link_expiry_seconds)
 
@@ -125,11 +160,15 @@ class JobContext:
         other._prefix, other.kept = None, []
         return other
 
+    def target_prefix(self, target: str) -> str:
+        """Where a target's evidence goes in the bucket: incident, account, target, then one folder per request."""
+        return f"{self.request.incident or self.request.channel_id}/{self.account}/{target}/"
+
     def evidence_prefix(self) -> str:
         if self._prefix is None:
             target = self.request.targets[0] if self.request.targets else "-"
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            self._prefix = f"{self.request.incident or self.request.channel_id}/{target}/{stamp}-{self.request.id}/"
+            self._prefix = f"{self.target_prefix(target)}{stamp}-{self.request.id}/"
         return self._prefix
 
     def run_context(self, approvers=(), **parts) -> RunContext:
@@ -138,6 +177,8 @@ class JobContext:
         return RunContext(
             incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
             keep=self.keep if has_store else None, analyst_cidr=s.analyst_cidr, capture_source_groups=s.capture_source_groups,
+            account=self.account, session_in=self.session_in, allowed_accounts=lambda: tuple(sorted(self.accounts.allowed())),
+            concurrency=s.hunt_concurrency,
             untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
             open_sink=self.open_sink if has_store else None, **parts,
         )
@@ -156,28 +197,43 @@ class JobContext:
             # for speed; a copy under a per-target prefix of the bucket outlives Redis (see load_state_record).
             target = self.request.targets[0]
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-            copy = self.store.put(f"{state_record_prefix(self.region, target)}{stamp}-{self.request.id}.json", artefact.body,
+            copy = self.store.put(f"{state_record_prefix(self.account, self.region, target)}{stamp}-{self.request.id}.json", artefact.body,
                                   name=artefact.name, content_type=artefact.content_type, description=artefact.description)
             copy_key = {"state_copy": copy.key}
-            self.connection.set(state_record_key(self.region, target), artefact.body)
+            self.connection.set(state_record_key(self.account, self.region, target), artefact.body)
         self.record("evidence.stored", "done", key=obj.key, sha256=obj.sha256, size=obj.size, version_id=obj.version_id, **copy_key)
         return obj.uri
 
     def load_state_record(self, target: str) -> dict | None:
         """The target's newest state record: from Redis, or from the bucket if Redis lost it. Never from the
         target itself (its tags are the suspect's to write)."""
-        raw = self.connection.get(state_record_key(self.region, target))
-        if raw is None and self.settings.evidence_bucket:
-            raw = self.store.newest(state_record_prefix(self.region, target))
-            if raw is not None:
-                self.connection.set(state_record_key(self.region, target), raw)
+        key = state_record_key(self.account, self.region, target)
+        raw = self.connection.get(key)
+        if raw is not None:
+            return json.loads(raw)
+        if self.settings.evidence_bucket:
+            raw = self.store.newest(state_record_prefix(self.account, self.region, target))
+        if raw is None and self.account == self.accounts.own:
+            # Recorded before records named their account (irbot's own, then): the old key, then the old copy.
+            raw = self.connection.get(f"irbot:isolation:{self.region}:{target}")
+            if raw is None and self.settings.evidence_bucket:
+                raw = self.store.newest(f"state/{self.region}/{target}/")
+        if raw is not None:
+            self.connection.set(key, raw)
         return json.loads(raw) if raw else None
 
     def record(self, action: str, outcome: str, **params) -> None:
         r = self.request
         marks = {"break_glass": r.break_glass} if r.break_glass else {}
-        self.audit.append(incident=r.incident or r.channel_id, actor=self.worker, action=action,
-                          target=" ".join(r.targets), params={"request": r.id, "command": r.command, **marks, **params}, outcome=outcome)
+        self.audit.append(incident=r.incident or r.channel_id, actor=self.worker, action=action, target=" ".join(r.targets),
+                          params={"request": r.id, "command": r.command, **self._place(), **marks, **params}, outcome=outcome)
+
+    def _place(self) -> dict:
+        """Account and region for a record; a record written because the account lookup failed has none."""
+        try:
+            return {"account": self.account, "region": self.region}
+        except Exception:  # noqa: BLE001 - the failure itself is what is being recorded
+            return {"region": self.region}
 
     def seal(self) -> str:
         """Seal the audit records so far; returns a line for the channel ('' if nothing was sealed)."""
@@ -193,12 +249,12 @@ class JobContext:
         return f"Audit records {seal.first}-{seal.last} sealed to s3://{self.settings.evidence_bucket}/{seal.key}; chain head sha256 {seal.head}."
 
 
-def state_record_key(region: str, target: str) -> str:
-    return f"irbot:isolation:{region}:{target}"
+def state_record_key(account: str, region: str, target: str) -> str:
+    return f"irbot:isolation:{account}:{region}:{target}"
 
 
-def state_record_prefix(region: str, target: str) -> str:
-    return f"state/{region}/{target}/"
+def state_record_prefix(account: str, region: str, target: str) -> str:
+    return f"state/{account}/{region}/{target}/"
 
 
 def bind_logs(request: CommandRequest) -> None:

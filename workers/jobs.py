@@ -92,8 +92,9 @@ def evidence_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], 
         "job_id": ctx.job_id,
         "action": result.action,
         "target": result.target,
+        "account": ctx.account,
         "region": result.region,
-        "facts": result.facts,
+        "facts": result.facts,  # facts.identity: the principal that read the target (in a member account, irbot's assumed role)
         "notes": result.notes,
         "protection": {"locked": protection.locked, "mode": protection.mode, "retain_until": protection.retain_until},
         "objects": [
@@ -175,6 +176,7 @@ def prepare_request(request_id: str) -> dict:
         for target in ctx.request.targets:
             one = ctx.for_target(target)
             plan.extend(s.to_dict() for s in run_action(one, spec, target, dry_run=True, steps=StepLog()).steps)
+        ctx.book.note_account(request_id, ctx.account)
     except ActionError as exc:
         ctx.book.plan_failed(request_id, str(exc), actor=ctx.worker)
         ctx.slack.reply(ctx.request, *messages.failed(ctx.request, str(exc)))

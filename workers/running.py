@@ -20,8 +20,10 @@ EVENT_SOURCE: EventSource = CloudTrailEvents()
 
 
 def run_action(ctx: JobContext, spec: ActionSpec, target: str, *, dry_run: bool, steps: StepLog, approvers=(), **parts) -> Result:
-    """Run ``spec`` on one target with what it declares it needs."""
-    options = {k: v for k, v in ctx.request.options.items() if k not in ("region", "dry_run")}
+    """Run ``spec`` on one target with what it declares it needs, in an account irbot may act in."""
+    ctx.check_account()
+    ctx.request.options.setdefault("account", ctx.account)  # every message and record of the request names it
+    options = {k: v for k, v in ctx.request.options.items() if k not in ("region", "account", "dry_run")}  # the context carries these
     if Need.RECORD in spec.needs:
         parts["record"] = ctx.load_state_record(target)
     if Need.EVENTS in spec.needs:
