@@ -26,6 +26,7 @@ def _state(options: dict) -> str:
 @action("compromise", risk=Risk.CHANGE,
         summary="The whole playbook: collect, isolate, snapshot, memory, and stop with --stop.",
         permissions=tuple(p for part in PARTS for p in REGISTRY[part].permissions),
+        grants=tuple(g for part in PARTS for g in REGISTRY[part].grants),
         extra_options=(Option("--stop", says="and then STOP the instance: whatever is only in its memory is lost"),), needs=(Need.RECORD,), card_state=_state, loses_memory=True, timeout_seconds=60 * 60)
 def compromise(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
                stop: bool = False) -> Result:

@@ -66,6 +66,17 @@ class Option:
         return self.name.lstrip("-").replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A permission AWS checks for irbot while a service acts on its behalf — passing a role to EC2, EC2
+    using a KMS key — so no call of irbot's shows it, and only the policy can say it, with its condition."""
+
+    sid: str  # the policy statement's name
+    actions: tuple[str, ...]
+    condition: dict
+    why: str
+
+
 REGION = Option("--region", "R", "region")
 ACCOUNT = Option("--account", "ACCOUNT", "account")
 DRY_RUN = Option("--dry-run", says="as a DRY RUN: nothing will change")
@@ -92,6 +103,7 @@ class ActionSpec:
     batch_word: str = "targets"  # what a fan-out batch's targets are called in its summary
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
     recovery: Recovery = Recovery.RESUME
+    grants: tuple[Grant, ...] = ()
 
     @property
     def options(self) -> tuple[Option, ...]:

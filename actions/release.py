@@ -13,20 +13,25 @@ from actions.errors import ActionError
 from actions.instances import describe_instance
 from actions.isolate import RELEASE_NAME, STATUS_TAG
 from actions.network import interface_groups, set_interface_groups
-from actions.registry import Need, Risk, action
+from actions.registry import Grant, Need, Risk, action
 from actions.steps import Outcome, StepLog
 
 PERMISSIONS = (
     "ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags",
     "ec2:ModifyNetworkInterfaceAttribute", "ec2:DescribeNetworkInterfaces", "ec2:DescribeIamInstanceProfileAssociations", "ec2:DeleteTags",
-    "ec2:AssociateIamInstanceProfile", "iam:PassRole", "autoscaling:DescribeAutoScalingInstances", "autoscaling:AttachInstances",
+    "ec2:AssociateIamInstanceProfile", "autoscaling:DescribeAutoScalingInstances", "autoscaling:AttachInstances",
     "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
 )
 
 
+# Re-associating the instance profile passes its role to EC2: to EC2 alone.
+PASS_ROLE = Grant("IrbotPassRoleToEc2", ("iam:PassRole",), {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+                  "re-associate the instance profile isolation took away")
+
+
 @action("release", risk=Risk.CHANGE, summary="Undo an isolation, restoring what was recorded.", permissions=PERMISSIONS,
-        needs=(Need.RECORD,), card_state="released")
+        needs=(Need.RECORD,), card_state="released", grants=(PASS_ROLE,))
 def release(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False) -> Result:
     record = context.record
     if record and record.get("released"):

@@ -13,14 +13,19 @@ from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
 from actions.changes import change
-from actions.registry import Option, Risk, action
+from actions.registry import Grant, Option, Risk, action
 from actions.steps import Outcome, StepLog
 
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots", "ec2:CopySnapshot")
+# --copy-to-kms: EC2 uses the key for irbot while it copies (the grant outlives the call); through EC2 only.
+KMS_THROUGH_EC2 = Grant("IrbotKmsThroughEc2", ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext",
+                         "kms:ReEncryptFrom", "kms:ReEncryptTo"),
+                        {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}, "copy snapshots encrypted with --copy-to-kms's key")
 
 
 @action("snapshot", risk=Risk.READ, summary="Snapshot every volume of an instance (crash-consistent, one call).", permissions=PERMISSIONS,
-        extra_options=(Option("--copy-to-kms", "KEY", "kms-key", says="and copy each snapshot, encrypted with KMS key {value}"),), card_state="snapshotted")
+        extra_options=(Option("--copy-to-kms", "KEY", "kms-key", says="and copy each snapshot, encrypted with KMS key {value}"),), card_state="snapshotted",
+        grants=(KMS_THROUGH_EC2,))
 def snapshot(session: boto3.Session, instance_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
              copy_to_kms: str | None = None, wait_seconds: float = 900, poll_seconds: float = 5) -> Result:
     ec2 = client(session, "ec2", region)

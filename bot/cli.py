@@ -76,11 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     approve.set_defaults(run=lambda args: _break_glass("approve", args))
     listing = commands.add_parser("requests", help="list the open requests (planning, waiting for approval, approved, running)")
     listing.set_defaults(run=lambda args: _break_glass("requests", args))
-    policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)")
-    policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET", "EVIDENCE-BUCKET"), help="the evidence bucket (default $IR_EVIDENCE_BUCKET)")
+    policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)",
+                                 description="Print irbot's IAM policies as JSON: its own role's (all processes, one process, one action), "
+                                             "its permissions boundary, or the member-account role's permissions and trust policies.")
+    policy.add_argument("--bucket", default=os.environ.get("IR_EVIDENCE_BUCKET") or None,
+                        help="the evidence bucket (default $IR_EVIDENCE_BUCKET; required for irbot's own role)")
+    policy.add_argument("--partition", choices=("aws", "aws-cn", "aws-us-gov"),
+                        help="the ARNs' partition (default: the one of $AWS_REGION, else aws)")
+    policy.add_argument("--protect", metavar="ARN,...", default=os.environ.get("IR_BREAK_GLASS_PRINCIPALS", ""),
+                        help="break-glass roles or users irbot's policy denies it to change (default $IR_BREAK_GLASS_PRINCIPALS)")
+    policy.add_argument("--hub-role-name", default="irbot", metavar="NAME",
+                        help="the name of irbot's own role, which its policy denies it to change (default irbot)")
     which = policy.add_mutually_exclusive_group()
     which.add_argument("--process", choices=("serve", "worker", "findings", "audit"), help="only what this process calls")
     which.add_argument("--action", metavar="NAME", help="only what this action calls (an /ir command)")
+    which.add_argument("--boundary", action="store_true", help="the permissions boundary for irbot's own role")
     which.add_argument("--member", action="store_true",
                        help="the role to deploy in every member account ($IR_ACCOUNT_ROLE): its permissions and trust policies")
     policy.add_argument("--hub-role", metavar="ARN", help="with --member: irbot's own role ARN, the only principal the member role trusts")
@@ -263,21 +273,29 @@ def _break_glass(verb: str, args) -> int:
 
 
 def run_iam_policy(args) -> int:
-    from bot.policies import member_policies, policy_document
+    from actions.accounts import partition as partition_of
+    from bot.policies import PRINCIPAL_ARN, Protected, boundary_document, member_policies, policy_document
 
     settings = load(os.environ, "iam-policy")  # IR_ACCOUNT_ROLE, IR_ROLE_EXTERNAL_ID, IR_ACCOUNTS, checked as irbot reads them
+    break_glass = tuple(a.strip() for a in args.protect.split(",") if a.strip())
+    wrong = next((a for a in break_glass if not PRINCIPAL_ARN.fullmatch(a)), None)
+    if wrong:
+        raise ConfigError(f"--protect takes role or user ARNs, like arn:aws:iam::123456789012:role/break-glass; {wrong!r} is not one.")
     if args.member:
         if not args.hub_role:
             raise ConfigError("--member needs --hub-role: irbot's own role ARN, which the member role will trust.")
-        document = member_policies(args.hub_role, external_id=settings.role_external_id)
+        document = member_policies(args.hub_role, external_id=settings.role_external_id, member_role=settings.account_role,
+                                   break_glass=break_glass)
     elif args.hub_role:
         raise ConfigError("--hub-role goes with --member (the member role's trust policy).")
     else:
-        document = policy_document(args.bucket, process=args.process, action=args.action, role=settings.account_role,
-                                   organization=settings.accounts == "org")
+        partition = args.partition or (partition_of(settings.aws_region) if settings.aws_region else "aws")
+        protected = Protected(hub_role=args.hub_role_name, member_role=settings.account_role, break_glass=break_glass)
+        common = {"role": settings.account_role, "organization": settings.accounts == "org", "partition": partition, "protected": protected}
+        document = (boundary_document(args.bucket, **common) if args.boundary else
+                    policy_document(args.bucket, process=args.process, action=args.action, **common))
     print(json.dumps(document, indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,13 +1,20 @@
-"""The IAM policies irbot's AWS identities need, built from what each caller declares (actions.aws): irbot's
-own role (all processes, one process or one action), and the role it assumes in every member account."""
+"""The IAM policies irbot's AWS identities need, built from what each caller declares (actions.aws) and
+what AWS checks on its behalf (actions.registry.Grant): irbot's own role (all processes, one process or one
+action), its permissions boundary, and the role it assumes in every member account.
+
+Each role's policy also denies it the calls that would let a thief of its credentials raise them: writing or
+attaching policies, boundaries, keys or trust on irbot's own roles and the break-glass principals.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import actions
 from actions.accounts import ACCOUNT_LOOKUP, ROLE_SWITCH
 from actions.aws import Declaration
+from actions.registry import ActionSpec
 from core.audit import AUDIT_RESUME, AUDIT_SEAL, AUDIT_VERIFY
 from core.evidence import EVIDENCE
 from core.settings import ConfigError
@@ -19,18 +26,74 @@ OTHER_CALLERS = {"findings": (FINDINGS,), "serve": (), "worker": (), "audit": ()
 # Who asks which account a key belongs to (and lists the organization), and who switches into member accounts.
 ACCOUNT_CALLERS = ("serve", "worker")
 SWITCHERS = ("worker",)
-ROLE_ARN = re.compile(r"arn:aws(?:-[a-z-]+)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
+ROLE_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+PRINCIPAL_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:(?:role|user)/[\w+=,.@/-]{1,512}")
+# S3's rules for a bucket name: 3-63 lowercase letters, digits, dots and hyphens, a letter or digit at each end,
+# no "..", not an IP address, none of the reserved prefixes and suffixes.
+BUCKET = re.compile(r"(?!xn--|sthree-|amzn-s3-demo-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)(?!.*(?:-s3alias|--ol-s3|--x-s3)$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+# What would let whoever holds irbot's credentials raise them: on irbot's own roles and the break-glass
+# principals, denied outright (an explicit Deny wins over any Allow, a self-granted one included).
+ESCALATION = (
+    "iam:AddUserToGroup", "iam:AttachRolePolicy", "iam:AttachUserPolicy", "iam:CreateAccessKey", "iam:CreateLoginProfile",
+    "iam:DeleteRolePermissionsBoundary", "iam:DeleteRolePolicy", "iam:DeleteUserPermissionsBoundary", "iam:DeleteUserPolicy",
+    "iam:DetachRolePolicy", "iam:DetachUserPolicy", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
+    "iam:PutUserPermissionsBoundary", "iam:PutUserPolicy", "iam:UpdateAccessKey", "iam:UpdateAssumeRolePolicy",
+    "iam:UpdateLoginProfile", "iam:TagRole", "iam:UntagRole", "iam:TagUser", "iam:UntagUser",
+)
+# irbot's own managed policies (the hub policy, the boundary): no new version, no other default.
+POLICY_WRITES = ("iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion", "iam:SetDefaultPolicyVersion")
+
+
+@dataclass(frozen=True)
+class Protected:
+    """Whose permissions irbot may not touch: its own roles (by name, in every account) and the break-glass
+    principals (by ARN)."""
+
+    hub_role: str = "irbot"
+    member_role: str = "irbot-responder"
+    break_glass: tuple[str, ...] = ()
+
+    def statement(self, partition: str) -> dict:
+        roles = sorted({f"arn:{partition}:iam::*:role/{name}" for name in (self.hub_role, self.member_role)})
+        return {"Sid": "IrbotNoEscalation", "Effect": "Deny", "Action": list(ESCALATION),
+                "Resource": [*roles, *sorted(self.break_glass)]}
+
+    def policies(self, partition: str) -> dict:
+        return {"Sid": "IrbotOwnPolicies", "Effect": "Deny", "Action": list(POLICY_WRITES),
+                "Resource": f"arn:{partition}:iam::*:policy/irbot*"}
 
 
 def _statement(sid: str, declarations: list[Declaration], resource, *, leave_out: frozenset[str] = frozenset()) -> dict | None:
+    # sts:GetCallerIdentity needs no permission: IAM can't deny it.
     wanted = sorted({p for d in declarations for p in d.permissions} - leave_out - {"sts:GetCallerIdentity"})
     return {"Sid": sid, "Effect": "Allow", "Action": wanted, "Resource": resource} if wanted else None
 
 
+def _grants(specs: list[ActionSpec]) -> list[dict]:
+    """One statement per distinct grant (release's PassRole, snapshot's KMS), with its condition."""
+    found = {grant.sid: grant for spec in specs for grant in spec.grants}
+    return [{"Sid": g.sid, "Effect": "Allow", "Action": list(g.actions), "Resource": "*", "Condition": g.condition}
+            for _, g in sorted(found.items())]
+
+
+def checked_bucket(bucket: str | None) -> str:
+    if not bucket:
+        raise ConfigError("iam-policy needs the evidence bucket: --bucket NAME, or IR_EVIDENCE_BUCKET.")
+    if not BUCKET.fullmatch(bucket):
+        raise ConfigError(f"--bucket {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens).")
+    return bucket
+
+
 def policy_document(bucket: str, *, process: str | None = None, action: str | None = None, role: str = "irbot-responder",
-                    organization: bool = False, partition: str = "aws") -> dict:
-    """One policy for everything (default), one process's (worker, findings, audit), or one action's.
+                    organization: bool = False, partition: str = "aws", protected: Protected | None = None) -> dict:
+    """One policy for everything (default), one process's (serve, worker, findings, audit), or one action's.
     ``role``: the member role irbot assumes; ``organization``: IR_ACCOUNTS=org, so it lists the organization's accounts."""
+    bucket = checked_bucket(bucket)
+    if partition not in PARTITIONS:
+        raise ConfigError(f"--partition must be one of {', '.join(PARTITIONS)}.")
+    protected = protected or Protected(member_role=role)
     if action is not None:
         spec = actions.get(action)
         if spec is None:
@@ -45,6 +108,7 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         switches = any(p in SWITCHERS for p in processes)
     statements = [
         _statement("IrbotActions", [s.declaration for s in specs], "*"),
+        *_grants(specs),
         _statement("IrbotEvidence", buckets, [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"]),
         _statement("IrbotQueues", others, "*"),
         _statement("IrbotAccounts", [ACCOUNT_LOOKUP] if lookups else [], "*",
@@ -52,18 +116,33 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         # Into exactly the member role, in any account: which accounts irbot acts in is IR_ACCOUNTS, checked before any switch.
         _statement("IrbotMemberRoles", [ROLE_SWITCH], f"arn:{partition}:iam::*:role/{role}") if switches else None,
     ]
-    return {"Version": "2012-10-17", "Statement": [s for s in statements if s]}
+    statements = [s for s in statements if s]
+    if action is None and any(a.startswith("iam:") for s in statements for a in s["Action"]):
+        statements += [protected.statement(partition), protected.policies(partition)]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
-def member_policies(hub_role: str, *, external_id: str | None = None) -> dict:
+def boundary_document(bucket: str, *, role: str = "irbot-responder", organization: bool = False, partition: str = "aws",
+                      protected: Protected | None = None) -> dict:
+    """The permissions boundary for irbot's own role: every process's allows and the same denies, so an Allow
+    irbot's role gave itself would still be cut to what irbot needs."""
+    return policy_document(bucket, role=role, organization=organization, partition=partition, protected=protected)
+
+
+def member_policies(hub_role: str, *, external_id: str | None = None, member_role: str = "irbot-responder",
+                    break_glass: tuple[str, ...] = ()) -> dict:
     """The role to deploy in every member account (named IR_ACCOUNT_ROLE): what the actions call there, and a trust
     policy that admits exactly irbot's own role (with the external ID, when set) and lets it name the person who asked."""
     if not ROLE_ARN.fullmatch(hub_role):
         raise ConfigError(f"--hub-role needs irbot's own role ARN, like arn:aws:iam::123456789012:role/irbot; {hub_role!r} is not one.")
+    partition = hub_role.split(":")[1]
+    protected = Protected(hub_role=hub_role.rsplit("/", 1)[-1], member_role=member_role, break_glass=break_glass)
+    specs = list(actions.REGISTRY.values())
     condition = {"Condition": {"StringEquals": {"sts:ExternalId": external_id}}} if external_id else {}
     return {
         "PermissionsPolicy": {"Version": "2012-10-17", "Statement": [
-            _statement("IrbotActions", [s.declaration for s in actions.REGISTRY.values()], "*")]},
+            _statement("IrbotActions", [s.declaration for s in specs], "*"), *_grants(specs),
+            protected.statement(partition), protected.policies(partition)]},
         "TrustPolicy": {"Version": "2012-10-17", "Statement": [
             {"Sid": "IrbotHub", "Effect": "Allow", "Principal": {"AWS": hub_role}, "Action": "sts:AssumeRole", **condition},
             # SourceIdentity carries the Slack user who asked into this account's CloudTrail.

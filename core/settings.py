@@ -56,6 +56,7 @@ VARIABLES = (
     Variable("IR_ACCOUNT_ROLE", "the role irbot assumes in every other account", (), "irbot-responder"),
     Variable("IR_ROLE_EXTERNAL_ID", "the external ID the member roles require, if they do", ()),
     Variable("IR_DEFAULT_ACCOUNT", "the account a command without --account acts in (default: irbot's own)", ()),
+    Variable("IR_BREAK_GLASS_PRINCIPALS", "role or user ARNs, comma-separated, whose permissions irbot's generated policy denies it to change (irbot iam-policy)", ()),
     Variable("IR_HUNT_CONCURRENCY", "how many AWS calls a hunt across accounts makes at once", (), "32"),
     Variable("IR_CAPTURE_SOURCE_SG", "security groups (sg-..., comma-separated) of the workers or the bastion: isolation still lets SSH in from them, so memory can be captured after the cut", ()),
     Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),

@@ -104,13 +104,14 @@ def test_an_undeclared_call_is_refused_and_noted_when_the_check_is_on(moto_aws, 
 def test_iam_policy_prints_one_process_or_one_action():
     from bot.policies import policy_document
 
-    isolate = policy_document("b", action="isolate")
+    isolate = policy_document("ir-evidence", action="isolate")
     assert [s["Sid"] for s in isolate["Statement"]] == ["IrbotActions"] and "iam:GetRole" in isolate["Statement"][0]["Action"]
-    findings = policy_document("b", process="findings")
+    findings = policy_document("ir-evidence", process="findings")
     assert {a for s in findings["Statement"] for a in s["Action"]} == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                                                       "sqs:GetQueueUrl", "sqs:SendMessage"}
-    worker = policy_document("b", process="worker")
-    assert "s3:PutObject" in worker["Statement"][1]["Action"] and not any(a.startswith("sqs:") for s in worker["Statement"] for a in s["Action"])
+    worker = policy_document("ir-evidence", process="worker")
+    evidence = next(s for s in worker["Statement"] if s["Sid"] == "IrbotEvidence")
+    assert "s3:PutObject" in evidence["Action"] and not any(a.startswith("sqs:") for s in worker["Statement"] for a in s["Action"])
 
 
 def test_an_unreachable_redis_gets_a_sentence_not_an_error_from_the_middleware_and_error_handler(irbot_env, slack):
@@ -197,9 +198,9 @@ def test_interaction_bodies_of_the_wrong_shape_are_answered_not_crashed_on(irbot
 def test_the_bot_may_read_the_sealed_audit_head_and_nothing_else():
     from bot.policies import policy_document
 
-    serve = policy_document("b", process="serve")
+    serve = policy_document("ir-evidence", process="serve")
     assert serve["Statement"] == [{"Sid": "IrbotEvidence", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                                   "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]},
+                                   "Resource": ["arn:aws:s3:::ir-evidence", "arn:aws:s3:::ir-evidence/*"]},
                                   # which account a key belongs to, for revoke-key's plan (no switch into any account)
                                   {"Sid": "IrbotAccounts", "Effect": "Allow", "Action": ["sts:GetAccessKeyInfo"], "Resource": "*"}]
 
