@@ -40,6 +40,7 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
+        self.socket_mode = None  # the WebSocket apps.connections.open points at, when there is an app token
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -77,9 +78,16 @@ class FakeSlack:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True).start()
+        if self.app_token:
+            # Imported here: only Socket Mode needs the websockets package, and the demo runs without it.
+            from standins.fake_socket_mode import SocketModeEndpoint
+
+            self.socket_mode = SocketModeEndpoint().start()
         return self
 
     def stop(self) -> None:
+        if self.socket_mode:
+            self.socket_mode.stop()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -198,8 +206,7 @@ class FakeSlack:
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": params.get("text"), "ts": ts}}
 
     def _apps_connections_open(self, params):
-        # Nothing listens there: enough to see that Socket Mode was chosen and authenticated.
-        return {"ok": True, "url": "ws://127.0.0.1:9/link"}
+        return {"ok": True, "url": self.socket_mode.new_url()}
 
     def _chat_update(self, params):
         posted = any(c.method == "chat.postMessage" and c.params.get("ts") == params.get("ts") for c in self.calls)
