@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from actions import tally
 from actions.client_classes import reuse_client_classes
 from actions.errors import ActionError, error_code, explain
 
@@ -99,11 +100,23 @@ _MAKING_CLIENTS = threading.Lock()
 def client(session: boto3.Session, service: str, region: str, *, declared: Declaration | None = None, config: Config | None = None):
     with _MAKING_CLIENTS:
         aws_client = session.client(service, region_name=region, config=client_config().merge(config) if config else client_config())
+    aws_client.meta.events.register("request-created", _retry_counter(aws_client.meta.service_model.service_name))
     check_file = os.environ.get(CHECK_VARIABLE)
     if check_file:
         declaration = declared or getattr(session, "irbot_declaration", None)
         aws_client.meta.events.register("before-call", _checker(declaration, aws_client.meta.service_model.signing_name, check_file))
     return aws_client
+
+
+def _retry_counter(service: str):
+    # botocore asks every 'needs-retry' handler, and only the retry handler's answer says whether it
+    # retries. Each attempt, though, makes a new request carrying its attempt number: attempt 2 and
+    # later are retries, counted once each, whatever made them (throttling, a 5xx, a timeout).
+    def count(request, **_: Any) -> None:
+        if (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1) > 1:
+            tally.count("irbot_aws_retries", service=service)
+
+    return count
 
 
 def _checker(declaration: Declaration | None, signing_name: str, check_file: str):

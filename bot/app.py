@@ -22,6 +22,7 @@ from slack_bolt.context.ack import Ack
 from slack_sdk import WebClient
 
 import actions
+from actions import tally
 from actions.registry import Risk
 from bot import views
 from actions.errors import ActionError
@@ -29,7 +30,7 @@ from bot.grammar import SEVERITIES, Command, UsageError, button_command, parse
 from chat import cards, messages
 from chat.directory import approver_group
 from chat.outbox import Outbox
-from chat.slack import Slack
+from chat.slack import Slack, counting_retries
 from core.accounts import accounts_for
 from core.approvals import APPROVED, EXPIRED, ApprovalBook, book_from_settings
 from core.audit import AuditTrail, trail_for
@@ -49,6 +50,13 @@ INCIDENT_COMMANDS = BOT_COMMANDS - {"help"}
 
 def available_commands() -> frozenset[str]:
     return BOT_COMMANDS | frozenset(actions.REGISTRY)
+
+
+def count_request(asked: str, outcome: str) -> None:
+    """One request, in irbot_requests (bot.metrics). Its command label is a command irbot has, or "unknown":
+    never what was typed, which would make a series of every typo."""
+    words = asked.split()[:1] if isinstance(asked, str) else []
+    tally.count("irbot_requests", command=words[0] if words and words[0] in available_commands() else "unknown", outcome=outcome)
 
 
 def _field(body: dict, flat: str, nested: str) -> str:
@@ -107,7 +115,7 @@ def _json_response(reply: dict) -> BoltResponse:
 
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
     # The bot redraws cards the workers posted, which may still wait in the outbox: it shares the outbox.
-    slack = Slack(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
+    slack = Slack(counting_retries(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)),
                   Outbox(connection), lambda: schedule_outbox_delivery(connection))
     app = App(
         client=slack.client,
@@ -146,6 +154,7 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         log.warning("refused: not a responder", user=user_id, channel=channel_id)
         asked = _asked(body)
         what = text if "command" in body else f"{asked.get('command', '')} {asked.get('target', '')}".strip()
+        count_request(what, "refused")
         try:
             book.audit.append(incident=channel_id, actor=user_id, action="request.refused", target=str(what)[:100],
                               params={"why": "not a responder"}, outcome="refused")
@@ -160,6 +169,7 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
     @app.error
     def on_error(error: Exception, body: dict, response) -> BoltResponse | None:
         """Redis unreachable: a sentence, HTTP 200, nothing changed. Anything else stays a logged 500."""
+        count_request(body.get("text") if "command" in body else str(_asked(body).get("command", "")), "error")
         if not isinstance(error, RedisError):
             log.error("listener failed", error=type(error).__name__)
             return None
@@ -234,17 +244,22 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
         command = command or parse(payload.get("text") or "")
     except UsageError as exc:
         log.info("refused: usage error", user=user_id, reason=str(exc))
+        count_request(payload.get("text") or "", "refused")
         return views.ephemeral(str(exc)), None
     if command.name == "help":
+        count_request(command.name, "answered")
         gated = {name for name, spec in actions.REGISTRY.items() if spec.risk is Risk.CHANGE}
         return views.help_reply(available_commands(), gated), None
     if command.name not in available_commands():
+        count_request(command.name, "refused")
         return views.not_available(command), None
     incidents = IncidentBook(connection)
     declared = incidents.for_channel(channel_id)
     incident_id = declared.id if declared else channel_id
     if command.name in INCIDENT_COMMANDS:
-        return _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id), None
+        reply, outcome = _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id)
+        count_request(command.name, outcome)
+        return reply, None
 
     options = dict(command.options)
     if settings.aws_region:
@@ -252,6 +267,7 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     refusal = choose_account_in_time(settings, actions.get(command.name), command.targets, options)
     if refusal:
         log.info("refused: account", user=user_id, account=options.get("account"))
+        count_request(command.name, "refused")
         return views.ephemeral(refusal), None
     request = CommandRequest(
         id=request_id,
@@ -271,6 +287,7 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     if gated:
         decision = book.open(request)
         if not decision.ok:
+            count_request(command.name, "refused")
             return views.ephemeral(decision.reason), None
         job_id = enqueue_gated(connection, request.id)
     else:
@@ -285,6 +302,7 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
         # and the first worker to start tells the channel.
         reply["text"] += " " + views.NO_WORKER
         note_waiting_for_a_worker(connection, request)
+    count_request(command.name, "awaiting_approval" if gated else "queued")  # last: a RedisError before here counts as an error
     return reply, request
 
 
@@ -340,34 +358,35 @@ def choose_account(settings: Settings, spec: actions.ActionSpec, targets: tuple[
         return f"irbot could not tell which AWS account this acts in: {exc} Give it with `--account ACCOUNT`."
 
 
-def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> dict:
-    """declare, status, close, report and audit: about the incident this channel is."""
+def _incident_command(command, payload, connection, book, incidents, declared, incident_id, request_id) -> tuple[dict, str]:
+    """declare, status, close, report and audit: about the incident this channel is. The reply, and what irbot did
+    (answered, queued or refused)."""
     user_id, channel_id = payload.get("user_id", ""), payload.get("channel_id", "")
     if command.name == "audit":
-        return _audit_reply(book.audit, incident_id)
+        return _audit_reply(book.audit, incident_id), "answered"
     if command.name == "status":
         subject = declared or Incident(id=incident_id, title=f"incident of this channel ({incident_id})", severity="-", commander=user_id)
         text, _ = messages.incident_card(subject, summarise(book.audit.for_incident(incident_id)), book.audit.head())
-        return {"response_type": "in_channel", "text": text}
+        return {"response_type": "in_channel", "text": text}, "answered"
     if command.name == "declare":
         new_id = incidents.new_id()
         enqueue_incident_job(connection, "declare_incident", {"id": new_id, "title": command.targets[0], "severity": command.options.get("severity"),
                                                               "user_id": user_id, "channel_id": channel_id}, job_id=f"declare-{new_id}")
         return {"response_type": "in_channel",
-                "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}
+                "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}, "queued"
     if declared is None:
         return views.ephemeral(f"This channel is not a declared incident's channel, so there is nothing to {command.name} here. "
-                               "`/ir declare <title>` makes one.")
+                               "`/ir declare <title>` makes one."), "refused"
     if command.name == "close":
         if declared.status == "closed":
-            return views.ephemeral(f"{declared.id} is closed already.")
+            return views.ephemeral(f"{declared.id} is closed already."), "refused"
         enqueue_incident_job(connection, "close_incident", {"incident": declared.id, "user_id": user_id, "summary": command.options.get("summary", "")},
                              job_id=f"close-{request_id}")
-        return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}
+        return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}, "queued"
     request = CommandRequest(id=request_id, command="report", targets=(), options={}, user_id=user_id, channel_id=channel_id,
                              incident=declared.id, response_url=payload.get("response_url", ""))
     enqueue_incident_job(connection, "build_report", request.to_dict(), job_id=f"report-{request_id}")
-    return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}
+    return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}, "queued"
 
 
 def _audit_reply(audit: AuditTrail, incident: str) -> dict:

@@ -124,12 +124,13 @@ def run_serve(args) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import create_app
-    from core import logs
+    from core import logs, metrics
 
     settings = load(os.environ, "serve")
     logs.configure(settings.secrets(), level=settings.log_level)
     log = logs.get_logger("irbot.serve")
     connection = _redis(settings, blocking=False)
+    metrics.keep_flushing(connection)  # this process's counts (requests, retries) into the totals /metrics shows
     try:
         app = create_app(settings, connection)
     except (BoltError, SlackApiError) as exc:
@@ -163,12 +164,14 @@ def _slack_reason(exc: Exception) -> str:
 
 
 def run_worker(args) -> int:
-    from core import logs
+    from core import logs, metrics
     from workers.worker import work
 
     settings = load(os.environ, "worker")
     logs.configure(settings.secrets(), level=settings.log_level)
     connection = _redis(settings, blocking=True)
+    # What the worker itself counts (catching up, killed horses' callbacks); each work horse stores its own.
+    metrics.keep_flushing(connection)
     name = f"irbot-{socket.gethostname()}-{os.getpid()}"
     log = logs.get_logger("irbot.worker")
     log.info("worker starting", burst=args.burst)
@@ -190,7 +193,7 @@ def run_findings(args) -> int:
     import boto3
 
     from actions import aws
-    from core import logs
+    from core import logs, metrics
     from chat.slack import Slack
     from findings.consumer import FINDINGS, FindingsConsumer
 
@@ -198,8 +201,10 @@ def run_findings(args) -> int:
     logs.configure(settings.secrets(), level=settings.log_level)
     region = settings.findings_queue_url.split(".")[1] if ".amazonaws.com" in settings.findings_queue_url else settings.aws_region
     sqs = aws.client(boto3.Session(), "sqs", region or "us-east-1", declared=FINDINGS)
+    connection = _redis(settings, blocking=True)
     consumer = FindingsConsumer(sqs, settings.findings_queue_url, Slack.from_settings(settings),
-                                _redis(settings, blocking=True), settings.alerts_channel, settings.findings_min_severity)
+                                connection, settings.alerts_channel, settings.findings_min_severity)
+    metrics.keep_flushing(connection)  # its Slack and AWS retries
     logs.get_logger("irbot.findings").info("consuming findings", queue=settings.findings_queue_url, minimum=settings.findings_min_severity)
     if args.once:
         while consumer.poll_once(wait_seconds=1):
@@ -262,14 +267,23 @@ def run_audit_export(args) -> int:
 
 
 def _break_glass(verb: str, args) -> int:
+    from redis.exceptions import RedisError
+
     from bot import breakglass
-    from core import logs
+    from core import logs, metrics
 
     settings = load(os.environ, "break-glass")
     if not settings.redis_url:
         raise ConfigError("REDIS_URL is not set: it should hold where irbot's queues live, e.g. redis://localhost:6379/0.")
     logs.configure(settings.secrets(), level="WARNING")
-    return getattr(breakglass, verb)(settings, _redis(settings, blocking=False), args)
+    connection = _redis(settings, blocking=False)
+    try:
+        return getattr(breakglass, verb)(settings, connection, args)
+    finally:
+        try:
+            metrics.flush(connection)  # the request it made counts like one typed in Slack
+        except RedisError:
+            pass  # Redis went away: the command said so itself
 
 
 def run_iam_policy(args) -> int:

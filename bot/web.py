@@ -1,4 +1,4 @@
-"""HTTP mode: Slack's requests at POST /slack/events and a health check, behind waitress."""
+"""HTTP mode: Slack's requests at POST /slack/events, a health check and Prometheus's metrics, behind waitress."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot import metrics
 from core.queues import WORKER_TTL_SECONDS, live_workers
 
 EVENTS_PATH = "/slack/events"
@@ -33,22 +34,37 @@ def health(connection: Redis) -> tuple[int, dict]:
     return 200, {"status": "ok", "redis": "ok", "workers": workers}
 
 
+def metrics_page(connection: Redis) -> tuple[int, bytes, str]:
+    """What GET /metrics answers: the metrics, or 503 when Redis, where they all are, can't be read."""
+    try:
+        body, content_type = metrics.page(connection)
+        return 200, body, content_type
+    except RedisError as exc:
+        return 503, f"irbot can't reach Redis (REDIS_URL), where its metrics are ({type(exc).__name__})\n".encode(), "text/plain"
+
+
 def health_app(connection: Redis, fallback=None):
-    """GET /healthz; anything else goes to ``fallback`` (Slack's requests), or 404."""
+    """GET /healthz and GET /metrics, for orchestrators and Prometheus; anything else goes to ``fallback`` (Slack's requests), or 404."""
 
     def application(environ, start_response):
-        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/healthz" and method in ("GET", "HEAD"):
             status, answer = health(connection)
-            body = json.dumps(answer).encode()
-            start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
+            return _answer(start_response, status, json.dumps(answer).encode(), "application/json")
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            return _answer(start_response, *metrics_page(connection))
         if fallback is not None:
             return fallback(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
         return [b""]
 
     return application
+
+
+def _answer(start_response, status: int, body: bytes, content_type: str) -> list[bytes]:
+    start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
+                   [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def refuse_oversized(application, limit: int = MAX_BODY_BYTES):
@@ -77,7 +93,8 @@ def serve(app: App, connection: Redis, port: int, host: str = "0.0.0.0") -> None
 
 
 def serve_health_in_background(connection: Redis, port: int, host: str = "0.0.0.0") -> None:
-    """Socket Mode gets Slack's requests over a websocket; orchestrators still probe GET /healthz on $PORT."""
+    """Socket Mode gets Slack's requests over a websocket; orchestrators still probe GET /healthz, and Prometheus
+    scrapes GET /metrics, on $PORT."""
     import threading
 
     import waitress

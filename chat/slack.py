@@ -12,8 +12,10 @@ from __future__ import annotations
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from actions import tally
 from chat.outbox import PLACEHOLDER, Outbox
 from core.logs import get_logger
 from core.request import CommandRequest
@@ -39,6 +41,34 @@ def slack_client(settings: Settings) -> WebClient:
     client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
     client.retry_handlers = [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=5),
                              ServerErrorRetryHandler(max_retry_count=1)]
+    return counting_retries(client)
+
+
+# Why Slack's client tried again, by the handler that decided it: a closed set of label values.
+RETRY_REASONS = {ConnectionErrorRetryHandler: "connection_error", RateLimitErrorRetryHandler: "rate_limited",
+                 ServerErrorRetryHandler: "server_error"}
+
+
+class CountedRetries(RetryHandler):
+    """One of the client's retry handlers, unchanged, counting each retry it goes ahead with."""
+
+    def __init__(self, handler: RetryHandler):
+        super().__init__(handler.max_retry_count, handler.interval_calculator)
+        self.handler = handler
+        self.reason = RETRY_REASONS.get(type(handler), "other")
+
+    def can_retry(self, **kwargs) -> bool:
+        return self.handler.can_retry(**kwargs)
+
+    def prepare_for_next_attempt(self, **kwargs) -> None:
+        # slack_sdk calls this only once a handler has decided to retry, right before it waits and tries again.
+        tally.count("irbot_slack_retries", reason=self.reason)
+        self.handler.prepare_for_next_attempt(**kwargs)
+
+
+def counting_retries(client: WebClient) -> WebClient:
+    """Count the retries of whichever handlers ``client`` has (its own defaults, or slack_client's)."""
+    client.retry_handlers = [h if isinstance(h, CountedRetries) else CountedRetries(h) for h in client.retry_handlers]
     return client
 
 

@@ -76,6 +76,18 @@ return {'counted', 'pending'}
 """
 
 
+def waiting_for_approval(connection: Redis) -> int:
+    """How many requests wait for an approval now: plan shown, buttons live, window still open (on Redis's clock)."""
+    keys = [key for key in connection.scan_iter("irbot:request:*", count=1000) if key.count(b":") == 2]
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, "state", "expires_at")
+        found = pipe.execute()
+    seconds, micros = connection.time()
+    now = seconds + micros / 1_000_000
+    return sum(1 for state, expires_at in found if state == PENDING.encode() and expires_at and float(expires_at) > now)
+
+
 @dataclass
 class PendingRequest:
     """A gated request as stored in Redis."""

@@ -79,6 +79,11 @@ def enqueue_incident_job(connection: Redis, job: str, data: dict, job_id: str) -
     return queue(connection).enqueue(f"workers.incidents.{job}", data, job_id=job_id).id
 
 
+def depths(connection: Redis) -> dict[str, int]:
+    """How many jobs wait on each of irbot's queues (not those running, nor those scheduled for later)."""
+    return {q.name: q.count for q in queues(connection)}
+
+
 def live_workers(connection: Redis) -> int:
     """How many `irbot worker` processes have sent a heartbeat within WORKER_TTL_SECONDS."""
     return len(Worker.all(connection=connection))

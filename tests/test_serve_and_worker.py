@@ -218,6 +218,12 @@ def test_serve_uses_socket_mode_when_an_app_token_is_set(redis_url, tmp_path):
             except urllib.error.URLError:  # not listening yet
                 assert time.monotonic() < deadline, "nothing answered /healthz on $PORT in Socket Mode"
                 time.sleep(0.2)
+        # And Prometheus scrapes /metrics there (tests/test_metrics.py checks the numbers).
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['PORT']}/metrics", timeout=5) as response:
+            from prometheus_client.parser import text_string_to_metric_families
+
+            families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+        assert {"irbot_requests", "irbot_queue_depth", "irbot_approvals_waiting", "irbot_job_duration_seconds"} <= families
     finally:
         process.terminate()
         process.wait(15)

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.exceptions import AbandonedJobError
 
+from core import metrics
 from core.queues import SERIALIZER, WORKER_TTL_SECONDS, queues
 from workers.catchup import catch_up
 
@@ -26,6 +27,20 @@ class IrbotWorker(Worker):
             super().maintain_heartbeats(job)
         except RedisError as exc:
             self.log.error("heartbeat not sent: %s", type(exc).__name__)
+
+    def perform_job(self, job, queue) -> bool:
+        # Runs in the work horse, which exits as soon as this returns: the job's duration and whatever the
+        # horse counted (Slack and AWS retries) go to Redis now, or never (core.metrics).
+        started, finished = time.monotonic(), False
+        try:
+            finished = super().perform_job(job, queue)
+            return finished
+        finally:
+            try:
+                metrics.observe_job(self.connection, job.func_name, "finished" if finished else "failed", time.monotonic() - started)
+                metrics.flush(self.connection)
+            except Exception as exc:  # noqa: BLE001 - a job's outcome never depends on its metrics
+                self.log.error("metrics not stored: %s", type(exc).__name__)
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
         # RQ calls no callback when only the horse dies (the OOM killer): call the job's own, so its request ends.
