@@ -73,8 +73,9 @@ def work(connection, name: str, *, burst: bool, logging_level: str, log) -> None
             worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
         except (RedisError, ValueError) as exc:
             log.error("worker loop failed", error=type(exc).__name__)
-        # RQ's own stop flag: set by SIGTERM/SIGINT (a deploy, Ctrl-C), not by a lost connection.
-        if burst or getattr(worker, "_stop_requested", False):
+        # SIGTERM/SIGINT (a deploy, Ctrl-C), not a lost connection: RQ sets _stop_requested when it stops after a
+        # job, and only the shutdown date when it stops idle (it raises StopRequested then).
+        if burst or getattr(worker, "_stop_requested", False) or getattr(worker, "_shutdown_requested_date", None):
             return
         log.warning("worker loop ended; starting again once Redis answers")
         while True:
