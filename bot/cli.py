@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import socket
+from pathlib import Path
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the role to deploy in every member account ($IR_ACCOUNT_ROLE): its permissions and trust policies")
     policy.add_argument("--hub-role", metavar="ARN", help="with --member: irbot's own role ARN, the only principal the member role trusts")
     policy.set_defaults(run=run_iam_policy)
+    generate = commands.add_parser("templates", help="write the CloudFormation templates (hub.yaml, member.yaml) generated from the registry",
+                                   description="Write deploy/cloudformation's hub.yaml (evidence bucket, findings queue and rules, irbot's "
+                                               "role) and member.yaml (the responder role, as a StackSet), from the same policies as iam-policy.")
+    generate.add_argument("--out", default="deploy/cloudformation", help="the directory to write to (default deploy/cloudformation)")
+    generate.set_defaults(run=run_templates)
     return parser
 
 
@@ -284,6 +290,14 @@ def _break_glass(verb: str, args) -> int:
             metrics.flush(connection)  # the request it made counts like one typed in Slack
         except RedisError:
             pass  # Redis went away: the command said so itself
+
+
+def run_templates(args) -> int:
+    from bot.templates import write
+
+    for path in write(Path(args.out)):
+        print(path)
+    return 0
 
 
 def run_iam_policy(args) -> int:
