@@ -1,4 +1,4 @@
-"""The irbot command: serve, worker, demo, iam-policy."""
+"""The irbot command: serve, worker, demo, findings, audit, break glass, doctor, iam-policy."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     approve.set_defaults(run=lambda args: _break_glass("approve", args))
     listing = commands.add_parser("requests", help="list the open requests (planning, waiting for approval, approved, running)")
     listing.set_defaults(run=lambda args: _break_glass("requests", args))
+    doctor = commands.add_parser("doctor", help="check this deployment: Slack token and scopes, Redis durability, the evidence bucket's "
+                                                "Object Lock, the findings queue, irbot's IAM permissions, the member accounts")
+    doctor.set_defaults(run=run_doctor)
     policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)",
                                  description="Print irbot's IAM policies as JSON: its own role's (all processes, one process, one action), "
                                              "its permissions boundary, or the member-account role's permissions and trust policies.")
@@ -201,11 +204,11 @@ def run_findings(args) -> int:
     from actions import aws
     from core import logs, metrics
     from chat.slack import Slack
-    from findings.consumer import FINDINGS, FindingsConsumer
+    from findings.consumer import FINDINGS, FindingsConsumer, queue_region
 
     settings = load(os.environ, "findings")
     logs.configure(settings.secrets(), level=settings.log_level)
-    region = settings.findings_queue_url.split(".")[1] if ".amazonaws.com" in settings.findings_queue_url else settings.aws_region
+    region = queue_region(settings.findings_queue_url, settings.aws_region)
     sqs = aws.client(boto3.Session(), "sqs", region or "us-east-1", declared=FINDINGS)
     connection = _redis(settings, blocking=True)
     consumer = FindingsConsumer(sqs, settings.findings_queue_url, Slack.from_settings(settings),
@@ -298,6 +301,18 @@ def run_templates(args) -> int:
     for path in write(Path(args.out)):
         print(path)
     return 0
+
+
+def run_doctor(args) -> int:
+    from bot import doctor
+    from core import logs
+
+    settings = load(os.environ, "doctor")  # a malformed variable is still one sentence and exit 2; a missing one is a failed check
+    logs.configure(settings.secrets(), level="WARNING")
+    results = doctor.run(settings)
+    for result in results:
+        print(result.line(), flush=True)
+    return 1 if any(r.status == doctor.FAIL for r in results) else 0
 
 
 def run_iam_policy(args) -> int:

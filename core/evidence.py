@@ -105,11 +105,16 @@ class EvidenceStore:
         return self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=self.link_expiry_seconds)
 
     def _bucket_has_object_lock(self) -> bool:
+        return self.lock_configuration().get("ObjectLockEnabled") == "Enabled"
+
+    def lock_configuration(self) -> dict:
+        """The bucket's ObjectLockConfiguration (``ObjectLockEnabled``, and ``Rule`` when it has a default retention),
+        ``{}`` without Object Lock; a missing bucket or a refusal is an ActionError. ``irbot doctor`` reads it too."""
         try:
             config = self.s3.get_object_lock_configuration(Bucket=self.bucket)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
-                return False
+                return {}
             if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
                 raise ActionError(
                     f"The evidence bucket {self.bucket} does not exist (IR_EVIDENCE_BUCKET); create it, with Object Lock, and run the command again."
@@ -117,7 +122,7 @@ class EvidenceStore:
             raise ActionError(explain(exc, service="s3", region=self.s3.meta.region_name)) from exc
         except BotoCoreError as exc:
             raise ActionError(explain(exc, service="s3", region=self.s3.meta.region_name)) from exc
-        return config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        return config.get("ObjectLockConfiguration", {})
 
     def abort_unfinished(self, prefix: str, marker: str) -> list[str]:
         """Throw away the multipart uploads under ``prefix`` whose key holds ``marker``: a stream whose

@@ -30,6 +30,21 @@ FINDINGS = Declaration("irbot findings", frozenset({"sqs:ReceiveMessage", "sqs:D
                                                    "sqs:GetQueueUrl", "sqs:SendMessage"}))
 
 
+def queue_region(queue_url: str, default: str | None) -> str | None:
+    """The region of an SQS queue URL (https://sqs.<region>.amazonaws.com/...); ``default`` for any other URL (a test's)."""
+    return queue_url.split(".")[1] if ".amazonaws.com" in queue_url else default
+
+
+def dead_letter_queue(sqs, queue_url: str) -> str | None:
+    """The URL of ``queue_url``'s dead-letter queue, from its RedrivePolicy (resolved, so it exists); None when it has none.
+    The consumer sends what it can't read there; ``irbot doctor`` checks there is one."""
+    attributes = call(sqs, "get_queue_attributes", QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get("Attributes", {})
+    policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+    if not policy.get("deadLetterTargetArn"):
+        return None
+    return call(sqs, "get_queue_url", QueueName=policy["deadLetterTargetArn"].rsplit(":", 1)[-1])["QueueUrl"]
+
+
 def card_key(finding: Finding) -> str:
     """Where a finding's card is remembered. Security Hub lets anyone import a finding with any Id, so the
     Id alone would let a custom finding take over a GuardDuty card: the source, product and account are
@@ -124,10 +139,8 @@ class FindingsConsumer:
 
     def _dead_letter(self, message: dict, reason: str) -> None:
         if self._dlq_url is None:
-            attributes = call(self.sqs, "get_queue_attributes", QueueUrl=self.queue_url, AttributeNames=["RedrivePolicy"]).get("Attributes", {})
-            policy = json.loads(attributes.get("RedrivePolicy") or "{}")
-            if not policy.get("deadLetterTargetArn"):
+            self._dlq_url = dead_letter_queue(self.sqs, self.queue_url)
+            if self._dlq_url is None:
                 raise ActionError("the findings queue has no dead-letter queue (RedrivePolicy): a malformed message would be lost")
-            self._dlq_url = call(self.sqs, "get_queue_url", QueueName=policy["deadLetterTargetArn"].rsplit(":", 1)[-1])["QueueUrl"]
         call(self.sqs, "send_message", QueueUrl=self._dlq_url, MessageBody=message.get("Body", ""),
              MessageAttributes={"irbot-reason": {"DataType": "String", "StringValue": reason[:256]}})

@@ -26,8 +26,12 @@ class Call:
 
 
 class FakeSlack:
-    def __init__(self, token: str, *, app_token: str = "", team_id: str = "T0IRBOT", bot_user_id: str = "U0IRBOT"):
+    def __init__(self, token: str, *, app_token: str = "", team_id: str = "T0IRBOT", bot_user_id: str = "U0IRBOT",
+                 scopes: tuple[str, ...] | None = None):
         self.token = token
+        # The token's OAuth scopes, sent as Slack does in every answer's x-oauth-scopes header (None: no header).
+        # A test sets them, e.g. to the manifest's bot scopes less one.
+        self.scopes = scopes
         self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -186,7 +190,7 @@ class FakeSlack:
         body = answer(params)
         if body.get("ok"):
             self._record(method, params)
-        return 200, body, {}
+        return 200, body, {} if self.scopes is None else {"x-oauth-scopes": ",".join(self.scopes)}
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,13 +58,13 @@ def need_binary(name: str) -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+@contextlib.contextmanager
+def redis_server(workdir, *options: str):
+    """A redis-server on a free loopback port, started with ``options`` (e.g. "--appendonly", "yes"); yields its URL."""
     binary = need_binary("redis-server")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -78,9 +79,17 @@ def redis_url(tmp_path_factory):
     else:
         process.kill()
         pytest.fail("redis-server did not start")
-    yield url
-    process.terminate()
-    process.wait(10)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis"), "--appendonly", "no") as url:
+        yield url
 
 
 @pytest.fixture
