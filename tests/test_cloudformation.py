@@ -5,6 +5,7 @@ irbot is configured with."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,7 @@ def enforcing(moto_endpoint):
 
 def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed_policy_and_a_missing_permission_is_named(
         aws, enforcing, run_irbot, slack, monkeypatch):
-    from tests.helpers import CHANNEL, make_world
+    from tests.helpers import CHANNEL, SECOND_RESPONDER, make_world
     from tests.test_organization import NoEvents, approve
     from workers import running
 
@@ -155,9 +156,69 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
     for statement in document["Statement"]:
         if statement["Sid"] == "IrbotActions":
             statement["Action"].remove("ec2:GetConsoleOutput")
+            statement["Action"].remove("iam:UpdateAccessKey")
     iam.create_policy_version(PolicyArn=policy_arn, PolicyDocument=json.dumps(document), SetAsDefault=True)
     enforcing.on()
     slack.reset()
     irbot.command(f"collect {world['instance']}")
     text = json.dumps(slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m.get("text", "")), None), timeout=60))
     assert "console-output.txt was not collected" in text and "ec2:GetConsoleOutput" in text, text
+    enforcing.off()
+    second = boto3.client("iam").create_access_key(UserName="deploy-bot")["AccessKey"]["AccessKeyId"]
+    enforcing.on()
+    _, reply, _ = irbot.command(f"revoke-key {second}")
+    request_id = re.search(r"request `([0-9a-f]{12})`", reply["text"]).group(1)
+    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "")), None), timeout=60)
+    irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
+    ended = slack.wait_for(lambda s: next((t for t in [s.current(CHANNEL, card["ts"])["text"]] if any(w in t.splitlines()[0] for w in ("Done", "Failed", "failed"))), None), timeout=60)
+    assert "iam:UpdateAccessKey" in ended, ended  # IAM, another service: the missing permission named too
+
+
+def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_glass_principals(aws, enforcing):
+    """Under enforcement, with moto taught which role or user an IAM call names (standins/moto_iam_resources.py)."""
+    from botocore.exceptions import ClientError
+
+    from bot.policies import Protected
+    from standins.moto_iam_resources import naming_iam_resources
+
+    iam = boto3.client("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                                                                "Action": "sts:AssumeRole"}]})
+    for role in ("irbot", "break-glass", "web-app"):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
+    for user in ("irbot-ci", "breakglass-admin", "deploy-bot"):
+        iam.create_user(UserName=user)
+    victim_key = iam.create_access_key(UserName="deploy-bot")["AccessKey"]["AccessKeyId"]
+    glass = ("arn:aws:iam::123456789012:role/break-glass", "arn:aws:iam::123456789012:user/breakglass-admin",
+             "arn:aws:iam::123456789012:user/irbot-ci")  # irbot as a user too, where a team runs it with a user's key
+    document = policy_document("ir-evidence", protected=Protected(break_glass=glass))
+    policy_arn = iam.create_policy(PolicyName="irbot-hub", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName="irbot", PolicyArn=policy_arn)
+    iam.attach_user_policy(UserName="irbot-ci", PolicyArn=policy_arn)
+    found = boto3.client("sts").assume_role(RoleArn="arn:aws:iam::123456789012:role/irbot", RoleSessionName="thief")["Credentials"]
+    stolen = boto3.client("iam", aws_access_key_id=found["AccessKeyId"], aws_secret_access_key=found["SecretAccessKey"],
+                          aws_session_token=found["SessionToken"])
+    admin = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+
+    with naming_iam_resources():
+        enforcing.on()
+        refused = {
+            "PutRolePolicy on irbot": lambda: stolen.put_role_policy(RoleName="irbot", PolicyName="x", PolicyDocument=admin),
+            "AttachRolePolicy on irbot": lambda: stolen.attach_role_policy(RoleName="irbot", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"),
+            "UpdateAssumeRolePolicy on irbot": lambda: stolen.update_assume_role_policy(RoleName="irbot", PolicyDocument=trust),
+            "PutUserPolicy on irbot's user": lambda: stolen.put_user_policy(UserName="irbot-ci", PolicyName="x", PolicyDocument=admin),
+            "CreateAccessKey for irbot's user": lambda: stolen.create_access_key(UserName="irbot-ci"),
+            "PutRolePolicy on break-glass": lambda: stolen.put_role_policy(RoleName="break-glass", PolicyName="x", PolicyDocument=admin),
+            "PutUserPolicy on the break-glass admin": lambda: stolen.put_user_policy(UserName="breakglass-admin", PolicyName="x", PolicyDocument=admin),
+            "CreatePolicyVersion of irbot's policy": lambda: stolen.create_policy_version(PolicyArn=policy_arn, PolicyDocument=admin, SetAsDefault=True),
+        }
+        for what, attempt in refused.items():
+            with pytest.raises(ClientError) as denied:
+                attempt()
+            assert denied.value.response["Error"]["Code"] == "AccessDenied", what
+        # what revoke-key does to a compromised user still works
+        stolen.update_access_key(UserName="deploy-bot", AccessKeyId=victim_key, Status="Inactive")
+        stolen.put_user_policy(UserName="deploy-bot", PolicyName="irbot-quarantine", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}))
+        enforcing.off()
+    assert iam.list_role_policies(RoleName="irbot")["PolicyNames"] == [] and iam.list_user_policies(UserName="breakglass-admin")["PolicyNames"] == []
