@@ -37,6 +37,8 @@ BUCKET = re.compile(r"(?!xn--|sthree-|amzn-s3-demo-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.
 # principals, denied outright (an explicit Deny wins over any Allow, a self-granted one included).
 ESCALATION = (
     "iam:AddUserToGroup", "iam:AttachRolePolicy", "iam:AttachUserPolicy", "iam:CreateAccessKey", "iam:CreateLoginProfile",
+    # and what would lock responders out of their own way in: deleting its keys, login, group, or the principal
+    "iam:DeleteAccessKey", "iam:DeleteLoginProfile", "iam:DeleteRole", "iam:DeleteUser", "iam:RemoveUserFromGroup",
     "iam:DeleteRolePermissionsBoundary", "iam:DeleteRolePolicy", "iam:DeleteUserPermissionsBoundary", "iam:DeleteUserPolicy",
     "iam:DetachRolePolicy", "iam:DetachUserPolicy", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
     "iam:PutUserPermissionsBoundary", "iam:PutUserPolicy", "iam:UpdateAccessKey", "iam:UpdateAssumeRolePolicy",
@@ -117,7 +119,7 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         _statement("IrbotMemberRoles", [ROLE_SWITCH], f"arn:{partition}:iam::*:role/{role}") if switches else None,
     ]
     statements = [s for s in statements if s]
-    if action is None and any(a.startswith("iam:") for s in statements for a in s["Action"]):
+    if any(a.startswith("iam:") for s in statements for a in s["Action"]):  # one action's policy too: revoke-key's alone writes policies
         statements += [protected.statement(partition), protected.policies(partition)]
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -138,7 +140,9 @@ def member_policies(hub_role: str, *, external_id: str | None = None, member_rol
     partition = hub_role.split(":")[1]
     protected = Protected(hub_role=hub_role.rsplit("/", 1)[-1], member_role=member_role, break_glass=break_glass)
     specs = list(actions.REGISTRY.values())
-    condition = {"Condition": {"StringEquals": {"sts:ExternalId": external_id}}} if external_id else {}
+    # Every session names the person who asked (SourceIdentity): a stolen hub credential can't come in anonymously.
+    condition = {"Condition": {"Null": {"sts:SourceIdentity": "false"},
+                               **({"StringEquals": {"sts:ExternalId": external_id}} if external_id else {})}}
     return {
         "PermissionsPolicy": {"Version": "2012-10-17", "Statement": [
             _statement("IrbotActions", [s.declaration for s in specs], "*"), *_grants(specs),

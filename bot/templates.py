@@ -199,8 +199,10 @@ def member_template() -> dict:
                 "RoleName": MEMBER_ROLE,
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
                     {"Sid": "IrbotHub", "Effect": "Allow", "Principal": {"AWS": {"Ref": "HubRoleArn"}}, "Action": "sts:AssumeRole",
-                     "Condition": {"Fn::If": ["HasExternalId", {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}},
-                                              {"Ref": "AWS::NoValue"}]}},
+                     # every session names the person who asked (irbot sets SourceIdentity to the Slack user)
+                     "Condition": {"Fn::If": ["HasExternalId",
+                                              {"Null": {"sts:SourceIdentity": "false"}, "StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}},
+                                              {"Null": {"sts:SourceIdentity": "false"}}]}},
                     # SourceIdentity carries the Slack user who asked into this account's CloudTrail.
                     {"Sid": "IrbotSourceIdentity", "Effect": "Allow", "Principal": {"AWS": {"Ref": "HubRoleArn"}},
                      "Action": "sts:SetSourceIdentity"}]}}},

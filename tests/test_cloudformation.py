@@ -80,7 +80,7 @@ def test_the_hub_and_a_member_deploy_and_their_outputs_configure_irbot(aws):
     trust = member.client("iam").get_role(RoleName="irbot-responder")["Role"]["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert {s["Principal"]["AWS"] for s in trust["Statement"]} == {outputs["IrbotRoleArn"]}
-    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"sts:ExternalId": "ir-42"}}
+    assert trust["Statement"][0]["Condition"] == {"Null": {"sts:SourceIdentity": "false"}, "StringEquals": {"sts:ExternalId": "ir-42"}}
 
 
 def test_irbot_templates_writes_them(tmp_path):

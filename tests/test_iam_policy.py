@@ -56,7 +56,10 @@ def test_irbots_credentials_are_denied_what_would_raise_them_on_its_own_roles_an
     # the boundary: the same allows and denies, so a self-granted Allow adds nothing
     assert boundary_document("ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,))) == policy_document(
         "ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,)))
-    assert set(ESCALATION) >= {"iam:CreateAccessKey", "iam:DeleteRolePermissionsBoundary"}
+    assert set(ESCALATION) >= {"iam:CreateAccessKey", "iam:DeleteRolePermissionsBoundary", "iam:DeleteAccessKey", "iam:DeleteLoginProfile"}
+    # one action's policy carries the denies too, when it writes IAM (revoke-key does)
+    assert "IrbotNoEscalation" in by_sid(policy_document("ir-evidence", action="revoke-key"))
+    assert "IrbotNoEscalation" not in by_sid(policy_document("ir-evidence", action="stop"))  # no IAM at all
 
 
 def test_the_partition_follows_the_region_or_the_option_and_a_bucket_is_required_and_checked():

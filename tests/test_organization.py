@@ -189,7 +189,8 @@ def test_iam_policy_prints_the_member_role_and_lets_the_hub_into_exactly_that_ro
     trust = printed["TrustPolicy"]["Statement"]
     assert {s["Principal"]["AWS"] for s in trust} == {hub}  # exactly irbot's role, not the hub account's root
     assert {s["Action"] for s in trust} == {"sts:AssumeRole", "sts:SetSourceIdentity"}
-    assert next(s for s in trust if s["Action"] == "sts:AssumeRole")["Condition"] == {"StringEquals": {"sts:ExternalId": "incident-42"}}
+    assert next(s for s in trust if s["Action"] == "sts:AssumeRole")["Condition"] == {"Null": {"sts:SourceIdentity": "false"},
+                                                                                       "StringEquals": {"sts:ExternalId": "incident-42"}}
     actions = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "IrbotActions")
     assert {"ec2:ModifyInstanceAttribute", "iam:UpdateAccessKey", "ec2:CreateSnapshots"} <= set(actions["Action"])
     assert not any(a.startswith(("s3:", "sqs:", "sts:AssumeRole")) for a in actions["Action"])  # evidence stays in irbot's own account
