@@ -113,15 +113,20 @@ def test_revoke_key_acts_in_the_account_that_owns_the_key(run_irbot, organizatio
 
 
 def test_a_finding_from_a_member_account_isolates_there_once_approved(run_irbot, organization, slack, redis_conn, aws):
-    from chat import messages
-    from findings.events import parse
+    from chat.slack import Slack
+    from core.settings import load
+    from findings.consumer import FindingsConsumer
     from tests.samples import guardduty
 
     irbot = run_irbot(IR_ACCOUNTS=f"{FIRST},{SECOND}", IR_UNTRACK_PAUSE_SECONDS="0")
     member = organization["members"][SECOND]
-    [finding] = parse(guardduty(accountId=SECOND, resource__instanceDetails__instanceId=member["instance"]))
-    _, blocks = messages.finding_alert(finding)
-    isolate = next(e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "ir_request_isolate")
+    # EventBridge delivers it to the findings queue in irbot's own account; `irbot findings` draws the card.
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="irbot-findings")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody=guardduty(accountId=SECOND, resource__instanceDetails__instanceId=member["instance"]))
+    FindingsConsumer(sqs, queue, Slack.from_settings(load(__import__("os").environ)), redis_conn, "C0ALERTS01").poll_once()
+    finding_card = slack.wait_for(lambda s: next((m for m in s.messages("C0ALERTS01") if m.get("blocks")), None))
+    isolate = next(e for b in finding_card["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "ir_request_isolate")
     assert json.loads(isolate["value"])["account"] == SECOND
     irbot.click(RESPONDER, "ir_request_isolate", isolate["value"])
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
