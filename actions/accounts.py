@@ -127,7 +127,10 @@ class Accounts:
         with key_lock:  # one AssumeRole per key, while other accounts assume theirs in parallel
             credentials = self._credentials.get(key)
             if credentials is None:
-                credentials = self._credentials[key] = self._assume(account, request_id, person)
+                credentials = self._assume(account, request_id, person)
+                with self._lock:  # with the eviction's lock, so an entry is never kept past its key's
+                    if key in self._key_locks:
+                        self._credentials[key] = credentials
         core = self._core()
         core._credentials = credentials  # botocore renews refreshable credentials before they expire
         session = boto3.Session(botocore_session=core, region_name=self.region)

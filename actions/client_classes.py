@@ -17,6 +17,9 @@ import botocore.client
 
 _made: dict[tuple[str, int], tuple[type, object]] = {}
 _lock = threading.Lock()
+# Each new botocore loader parses its own models, so a process making many plain sessions would add
+# entries forever: past this many, start again (a class costs 20 ms to remake).
+MAX_CLASSES = 256
 
 
 def reuse_client_classes() -> None:
@@ -37,6 +40,8 @@ def reuse_client_classes() -> None:
         if found is None:
             found = (original(self, service_name, service_model), description)
             with _lock:
+                if len(_made) >= MAX_CLASSES:
+                    _made.clear()
                 found = _made.setdefault(key, found)
         return found[0]
 

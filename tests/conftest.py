@@ -137,6 +137,14 @@ def slack():
     fake.stop()
 
 
+@pytest.fixture(scope="module")
+def module_slack():
+    """One fake Slack for a module whose irbot processes live as long as the module."""
+    fake = FakeSlack(BOT_TOKEN).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def irbot_env(aws, slack, redis_conn, redis_url, monkeypatch):
     """Everything irbot reads from its environment, pointed at the test's real parts (Redis emptied)."""

@@ -11,7 +11,6 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from standins.aws_proxy import AwsProxy
-from standins.fake_slack import FakeSlack
 from tests.conftest import AWS_ENV
 from tests.helpers import BOT_TOKEN, CHANNEL, OUTSIDER, RESPONDER, SIGNING_SECRET, make_world
 from tests.processes import Irbot, irbot_environment
@@ -27,10 +26,8 @@ def ec2_proxy(moto_endpoint):
 
 
 @pytest.fixture(scope="module")
-def slack():
-    fake = FakeSlack(BOT_TOKEN).start()
-    yield fake
-    fake.stop()
+def slack(module_slack):
+    return module_slack
 
 
 @pytest.fixture(scope="module")

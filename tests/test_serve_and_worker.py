@@ -35,13 +35,6 @@ from tests.helpers import (
 )
 
 @pytest.fixture(scope="module")
-def module_slack():
-    fake = FakeSlack(BOT_TOKEN).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def irbot(moto_endpoint, redis_url, module_slack, tmp_path_factory):
     processes = Irbot(irbot_environment(moto_endpoint, redis_url, module_slack), tmp_path_factory.mktemp("irbot-logs"))
     try:
