@@ -21,9 +21,9 @@ from actions.iam import revoke_older_sessions
 from actions.instances import describe_instance
 from actions.network import EVERYWHERE, ensure_group, interface_groups, set_interface_groups
 from actions.registry import Need, Risk, action
+from actions.scopes import STATUS_TAG, holding
 from actions.steps import Outcome, StepLog
 
-STATUS_TAG = "irbot:status"
 RECORD_NAME = "isolation-record.json"
 RELEASE_NAME = "release-record.json"
 
@@ -67,8 +67,9 @@ def isolate(session: boto3.Session, instance_id: str, region: str, *, context: R
            already=lambda: "the configuration from before the first isolation is kept" if quarantined else None, do=keep_record)
     result.facts["record"] = record
 
-    _protect(aws, instance, steps, dry_run)
+    # The tag first: irbot's policy lets it change an instance's attributes only while the instance carries it (actions.scopes).
     _tag_quarantine(aws, instance, steps, dry_run, context)
+    _protect(aws, instance, steps, dry_run)
     _take_out_of_service(aws, record, steps, dry_run)
     _cut_network(aws, instance, record, steps, dry_run, context, result)
     _cut_credentials(aws, instance_id, record, steps, dry_run, result, context.started_at)
@@ -86,10 +87,10 @@ def _protect(aws: Clients, instance: dict, steps: StepLog, dry_run: bool) -> Non
 
     change(steps, "termination-protection", "Turn termination protection on", dry_run=dry_run, plan="DisableApiTermination → true",
            already=lambda: "it is on" if attribute("disableApiTermination") else None,
-           do=lambda: call(ec2, "modify_instance_attribute", InstanceId=instance_id, DisableApiTermination={"Value": True}), done="on")
+           do=lambda: holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id, DisableApiTermination={"Value": True}), done="on")
     change(steps, "shutdown-behavior", "Make shutdown stop the instance, not terminate it", dry_run=dry_run, plan="shutdown behaviour → stop",
            already=lambda: "it is stop" if attribute("instanceInitiatedShutdownBehavior") == "stop" else None,
-           do=lambda: call(ec2, "modify_instance_attribute", InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": "stop"}), done="stop")
+           do=lambda: holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": "stop"}), done="stop")
 
     def volumes_to_keep() -> list[dict]:
         _, now = describe_instance(ec2, instance_id)
@@ -97,7 +98,7 @@ def _protect(aws: Clients, instance: dict, steps: StepLog, dry_run: bool) -> Non
 
     def keep_volumes() -> str:
         devices = volumes_to_keep()
-        call(ec2, "modify_instance_attribute", InstanceId=instance_id,
+        holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id,
              BlockDeviceMappings=[{"DeviceName": b["DeviceName"], "Ebs": {"DeleteOnTermination": False}} for b in devices])
         return ", ".join(f"{b['Ebs']['VolumeId']} ({b['DeviceName']})" for b in devices) + " now survive termination"
 
@@ -117,12 +118,17 @@ def _tag_quarantine(aws: Clients, instance: dict, steps: StepLog, dry_run: bool,
         "irbot:isolated-at": context.started_at,
         "Environment": f"Quarantine:{context.incident}",
     }
+
+    def write() -> None:
+        # The status tag alone first: every later step needs it, and the rest could meet the 50-tag limit.
+        call(aws.ec2, "create_tags", Resources=[instance["InstanceId"]], Tags=[{"Key": STATUS_TAG, "Value": "quarantine"}])
+        call(aws.ec2, "create_tags", Resources=[instance["InstanceId"]], Tags=[{"Key": k, "Value": v} for k, v in tags.items() if v])
+
     # Already so only if every tag is as this isolation would write it: a suspect can preset the status tag.
     change(steps, "tag", "Tag it as quarantined", dry_run=dry_run, plan=f"{STATUS_TAG}=quarantine, incident {context.incident}",
            already=lambda: "tagged by an earlier isolation"
            if all(tag(instance, k) == v for k, v in tags.items() if v and k != "irbot:isolated-at") and tag(instance, "irbot:isolated-at") else None,
-           do=lambda: call(aws.ec2, "create_tags", Resources=[instance["InstanceId"]],
-                           Tags=[{"Key": k, "Value": v} for k, v in tags.items() if v]), done=f"{STATUS_TAG}=quarantine, incident {context.incident}")
+           do=write, done=f"{STATUS_TAG}=quarantine, incident {context.incident}")
 
 
 def _take_out_of_service(aws: Clients, record: dict, steps: StepLog, dry_run: bool) -> None:
@@ -278,7 +284,7 @@ def _cut_credentials(aws: Clients, instance_id: str, record: dict, steps: StepLo
 
     def disassociate() -> str:
         current = profile_association(aws.ec2, instance_id)
-        call(aws.ec2, "disassociate_iam_instance_profile", AssociationId=current["association_id"])
+        holding(aws.ec2, instance_id, "disassociate_iam_instance_profile", AssociationId=current["association_id"])
         return f"{short(current['arn'])} disassociated"
 
     change(steps, "instance-profile", "Disassociate its instance profile", dry_run=dry_run,

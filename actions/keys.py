@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from urllib.parse import unquote
 
 import boto3
 
@@ -13,11 +14,11 @@ from actions.changes import change
 from actions.cloudtrail import EventSource
 from actions.context import RunContext
 from actions.errors import ActionError
-from actions.iam import cutoff_time, revoke_older_sessions, session_cutoff
+from actions.iam import revoke_older_sessions
 from actions.registry import Need, Option, Risk, action
+from actions.scopes import QUARANTINE_POLICY
 from actions.steps import Outcome, StepLog
 
-QUARANTINE_POLICY = "irbot-quarantine"
 # Modelled on AWS's compromised-key quarantine policy: no new keys, users, logins, policies or
 # roles; no instances, functions or accounts; nothing that would undo the quarantine itself.
 QUARANTINED_ACTIONS = sorted({
@@ -31,16 +32,28 @@ QUARANTINED_ACTIONS = sorted({
     "sts:GetFederationToken", "s3:PutBucketPolicy", "s3:PutBucketAcl", "lightsail:Create*", "ecs:RunTask", "batch:SubmitJob",
 })
 PERMISSIONS = (
-    "iam:GetAccessKeyLastUsed", "iam:ListAccessKeys", "iam:UpdateAccessKey", "iam:DeleteAccessKey", "iam:GetUserPolicy",
-    "iam:PutUserPolicy", "iam:GetLoginProfile", "iam:GetRole", "iam:GetRolePolicy", "iam:PutRolePolicy", "cloudtrail:LookupEvents",
+    "iam:GetAccessKeyLastUsed", "iam:ListAccessKeys", "iam:UpdateAccessKey", "iam:DeleteAccessKey", "iam:GetUser",
+    "iam:ListAttachedUserPolicies", "iam:GetPolicy", "iam:GetPolicyVersion", "iam:AttachUserPolicy", "iam:GetLoginProfile", "iam:GetRole", "iam:GetRolePolicy",
+    "iam:PutRolePolicy", "cloudtrail:LookupEvents",
 )
 
 
-def quarantine_policy(now: datetime) -> dict:
+def _normal(document: dict):
+    """A policy document compared as IAM reads it: the order of a list of actions doesn't matter."""
+    if isinstance(document, dict):
+        return {k: _normal(v) for k, v in document.items()}
+    if isinstance(document, list):
+        return sorted((_normal(v) for v in document), key=json.dumps)
+    return document
+
+
+def quarantine_policy() -> dict:
+    """The managed policy the deployment makes in every account (deploy/cloudformation), which revoke-key attaches.
+    Made beforehand, and not irbot's to edit, so irbot's credentials never write a policy onto a user."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "IrbotQuarantine", "Effect": "Deny", "Action": QUARANTINED_ACTIONS, "Resource": "*"},
-        {"Sid": "IrbotRevokeIssuedSessions", "Effect": "Deny", "Action": "*", "Resource": "*",
-         "Condition": {"DateLessThan": {"aws:TokenIssueTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}}},
+        # Every session made from the user's keys, before or after: temporary credentials outlive the key they came from.
+        {"Sid": "IrbotNoSessions", "Effect": "Deny", "Action": "*", "Resource": "*", "Condition": {"Null": {"aws:TokenIssueTime": "false"}}},
     ]}
 
 
@@ -81,21 +94,42 @@ def _long_term(iam, key_id: str, steps: StepLog, dry_run: bool, delete: bool, re
            already=lambda: "it is inactive" if keys()[key_id]["Status"] == "Inactive" else None,
            do=lambda: call(iam, "update_access_key", UserName=owner, AccessKeyId=key_id, Status="Inactive"), done="Inactive")
 
-    cutoff = datetime.fromisoformat(context.started_at).astimezone(timezone.utc)
+    def policy_arn() -> str:
+        # The user's own account and partition: the quarantine policy is the one deployed beside it.
+        _, partition, _, _, account, _ = call(iam, "get_user", UserName=owner)["User"]["Arn"].split(":", 5)
+        return f"arn:{partition}:iam::{account}:policy/{QUARANTINE_POLICY}"
 
-    def has_policy() -> str | None:
-        # Already so only if the policy there denies sessions issued up to this request: an older
-        # cutoff (an earlier revocation) lets sessions issued since then live, so it is renewed.
-        found = session_cutoff(iam, "get_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY)
-        if found is None:
+    def checked(arn: str) -> str:
+        """The policy at ``arn``, if it says what irbot's quarantine policy says: irbot attaches a policy by its
+        name, and whoever could make one of that name first must not choose what a quarantine allows."""
+        try:
+            version = call(iam, "get_policy", PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        except ActionError as exc:
+            if exc.code == "NoSuchEntity":
+                raise ActionError(f"the quarantine policy {QUARANTINE_POLICY} is not in this account: deploy irbot's template here "
+                                  f"(deploy/cloudformation, or `irbot iam-policy --quarantine`), then run revoke-key again") from exc
+            raise
+        document = call(iam, "get_policy_version", PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+        if isinstance(document, str):
+            document = json.loads(unquote(document))
+        if _normal(document) != _normal(quarantine_policy()):
+            raise ActionError(f"{QUARANTINE_POLICY} in this account is not irbot's quarantine policy (it differs from "
+                              f"`irbot iam-policy --quarantine`): put that policy back, then run revoke-key again")
+        return arn
+
+    def attached() -> str | None:
+        found = {p["PolicyName"]: p["PolicyArn"] for p in paginate(iam, "list_attached_user_policies", "AttachedPolicies", UserName=owner)}
+        if QUARANTINE_POLICY not in found:
             return None
-        return f"{QUARANTINE_POLICY} is on {owner}, denying sessions issued before {found}" if found >= cutoff_time(context.started_at) else None
+        checked(found[QUARANTINE_POLICY])
+        return f"{QUARANTINE_POLICY} is on {owner}"
+
+    def attach() -> str:
+        call(iam, "attach_user_policy", UserName=owner, PolicyArn=checked(policy_arn()))
+        return f"{QUARANTINE_POLICY} attached"
 
     change(steps, "quarantine", f"Attach the quarantine deny policy to {owner}", dry_run=dry_run,
-           plan="deny new keys, users, policies, instances, functions…, and every session issued before now", already=has_policy,
-           do=lambda: call(iam, "put_user_policy", UserName=owner, PolicyName=QUARANTINE_POLICY,
-                           PolicyDocument=json.dumps(quarantine_policy(cutoff))),
-           done=f"{QUARANTINE_POLICY} attached")
+           plan="deny new keys, users, policies, instances, functions…, and every session made from its keys", already=attached, do=attach)
 
     try:
         others = [k for k, meta in keys().items() if k != key_id and meta["Status"] == "Active"]

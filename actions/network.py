@@ -6,6 +6,7 @@ from __future__ import annotations
 from actions.aws import call
 from actions.errors import ActionError
 from actions.instances import describe_instance
+from actions.scopes import PURPOSE_TAG, holding
 
 EVERYWHERE = ("0.0.0.0/0", "::/0")
 
@@ -27,9 +28,9 @@ def interface_groups(ec2, instance_id: str, eni: dict) -> list[str]:
 def set_interface_groups(ec2, instance_id: str, eni: dict, groups: list[str]) -> None:
     # ModifyInstanceAttribute(Groups) is the primary interface's call; other interfaces have their own.
     if is_primary(eni):
-        call(ec2, "modify_instance_attribute", InstanceId=instance_id, Groups=groups)
+        holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id, Groups=groups)
     else:
-        call(ec2, "modify_network_interface_attribute", NetworkInterfaceId=eni["id"], Groups=groups)
+        holding(ec2, instance_id, "modify_network_interface_attribute", NetworkInterfaceId=eni["id"], Groups=groups)
 
 
 def _rules(permissions: list[dict]) -> set[tuple]:
@@ -79,7 +80,7 @@ def ensure_group(ec2, vpc_id: str, name: str, description: str, ingress: set[tup
             return None, f"would create {name}", True
         try:
             group_id = call(ec2, "create_security_group", GroupName=name, Description=description, VpcId=vpc_id,
-                            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "irbot:purpose", "Value": name.split("-")[1]}]}])["GroupId"]
+                            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": PURPOSE_TAG, "Value": name.split("-")[1]}]}])["GroupId"]
             verb = "created"
         except ActionError as exc:
             if exc.code != "InvalidGroup.Duplicate":

@@ -11,9 +11,10 @@ from actions.configuration import Clients, auto_scaling_group, classic_load_bala
 from actions.context import RunContext
 from actions.errors import ActionError
 from actions.instances import describe_instance
-from actions.isolate import RELEASE_NAME, STATUS_TAG
+from actions.isolate import RELEASE_NAME
 from actions.network import interface_groups, set_interface_groups
 from actions.registry import Grant, Need, Risk, action
+from actions.scopes import STATUS_TAG, holding
 from actions.steps import Outcome, StepLog
 
 PERMISSIONS = (
@@ -46,6 +47,12 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
     _, instance = describe_instance(aws.ec2, instance_id)
     ec2 = aws.ec2
 
+    # irbot may change an instance's attributes only while it is tagged quarantined (actions.scopes): a suspect
+    # could have removed the tag, so it is put back first; the last step writes "released".
+    change(steps, "hold", f"Keep it tagged {STATUS_TAG}=quarantine while it is restored", dry_run=dry_run, plan=f"{STATUS_TAG}=quarantine",
+           already=lambda: "it is" if tag(instance, STATUS_TAG) == "quarantine" else None,
+           do=lambda: call(ec2, "create_tags", Resources=[instance_id], Tags=[{"Key": STATUS_TAG, "Value": "quarantine"}]), done="tagged again")
+
     # Attributes before groups: they don't depend on each other, and the network comes back last.
     def attribute(name: str):
         key = name[0].upper() + name[1:]
@@ -55,10 +62,10 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
     change(steps, "termination-protection", f"Put termination protection back ({'on' if protection else 'off'})", dry_run=dry_run,
            plan=f"DisableApiTermination → {str(protection).lower()}",
            already=lambda: "as recorded" if bool(attribute("disableApiTermination")) == protection else None,
-           do=lambda: call(ec2, "modify_instance_attribute", InstanceId=instance_id, DisableApiTermination={"Value": protection}), done="restored")
+           do=lambda: holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id, DisableApiTermination={"Value": protection}), done="restored")
     change(steps, "shutdown-behavior", f"Put shutdown behaviour back ({behaviour})", dry_run=dry_run, plan=f"→ {behaviour}",
            already=lambda: "as recorded" if attribute("instanceInitiatedShutdownBehavior") == behaviour else None,
-           do=lambda: call(ec2, "modify_instance_attribute", InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": behaviour}), done="restored")
+           do=lambda: holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id, InstanceInitiatedShutdownBehavior={"Value": behaviour}), done="restored")
 
     def volumes_off_record() -> list[dict]:
         _, now = describe_instance(ec2, instance_id)
@@ -69,7 +76,7 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
     def restore_volumes() -> str:
         recorded = {v["device"]: v["delete_on_termination"] for v in record["volumes"]}
         changed = volumes_off_record()
-        call(ec2, "modify_instance_attribute", InstanceId=instance_id,
+        holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id,
              BlockDeviceMappings=[{"DeviceName": b["DeviceName"], "Ebs": {"DeleteOnTermination": recorded[b["DeviceName"]]}} for b in changed])
         return f"{len(changed)} volumes restored"
 
@@ -98,7 +105,7 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
     change(steps, "instance-profile", "Associate its instance profile again", dry_run=dry_run,
            plan=f"associate {short(profile['arn'])}" if profile else "", skip=lambda: None if profile else "it had no instance profile",
            already=lambda: "associated" if (profile_association(ec2, instance_id) or {}).get("arn") == profile["arn"] else None,
-           do=lambda: call(ec2, "associate_iam_instance_profile", IamInstanceProfile={"Arn": profile["arn"]}, InstanceId=instance_id), done="associated")
+           do=lambda: holding(ec2, instance_id, "associate_iam_instance_profile", IamInstanceProfile={"Arn": profile["arn"]}, InstanceId=instance_id), done="associated")
 
     for eni in record["network_interfaces"]:
         wanted = eni["groups"]

@@ -313,7 +313,7 @@ def _warm_up_accounts(settings: Settings) -> None:
         log.warning("irbot's own account not known yet", error=type(exc).__name__)
 
 
-ACCOUNT_ANSWER_SECONDS = 1.5  # of Slack's 3 s: what the bot may spend asking AWS which account a command acts in
+ACCOUNT_ANSWER_SECONDS = 1.0  # of Slack's 3 s: what the bot may spend asking AWS which account a command acts in
 _ASKING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="account")
 
 

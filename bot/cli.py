@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--boundary", action="store_true", help="the permissions boundary for irbot's own role")
     which.add_argument("--member", action="store_true",
                        help="the role to deploy in every member account ($IR_ACCOUNT_ROLE): its permissions and trust policies")
+    which.add_argument("--quarantine", action="store_true",
+                       help="the managed policy irbot-quarantine that revoke-key attaches, to create once in every account (the templates do)")
     policy.add_argument("--hub-role", metavar="ARN", help="with --member: irbot's own role ARN, the only principal the member role trusts")
     policy.set_defaults(run=run_iam_policy)
     generate = commands.add_parser("templates", help="write the CloudFormation templates (hub.yaml, member.yaml) generated from the registry",
@@ -324,6 +326,11 @@ def run_iam_policy(args) -> int:
     wrong = next((a for a in break_glass if not PRINCIPAL_ARN.fullmatch(a)), None)
     if wrong:
         raise ConfigError(f"--protect takes role or user ARNs, like arn:aws:iam::123456789012:role/break-glass; {wrong!r} is not one.")
+    if args.quarantine:
+        from actions.keys import quarantine_policy
+
+        print(json.dumps(quarantine_policy(), indent=2))
+        return 0
     if args.member:
         if not args.hub_role:
             raise ConfigError("--member needs --hub-role: irbot's own role ARN, which the member role will trust.")

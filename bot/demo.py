@@ -182,6 +182,11 @@ def _seed_account() -> str:
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
     )["Instances"][0]["InstanceId"]
     s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    # What deploy/cloudformation/hub.yaml makes beside the bucket: the quarantine policy revoke-key attaches.
+    import json
+
+    from actions.keys import quarantine_policy
+    iam.create_policy(PolicyName="irbot-quarantine", PolicyDocument=json.dumps(quarantine_policy()))
 
     # A CI user whose key leaked: someone used it to start miners in two far-away regions.
     iam.create_user(UserName="ci-deploy")

@@ -23,6 +23,7 @@ from actions import registry
 from actions.accounts import AccountSettings, Accounts
 from actions.aws import Declaration, call, client, paginate
 from actions.errors import ActionError
+from actions.scopes import SCOPED, SCOPES, example
 from chat.slack import slack_client
 from core.evidence import EvidenceStore
 from core.logs import get_logger
@@ -177,10 +178,13 @@ class PolicySimulator:
     def __init__(self, iam):
         self.iam = iam
 
-    def denied(self, principal: str, names: list[str]) -> list[str]:
-        """The IAM actions of ``names`` that ``principal``'s policies don't allow; an ActionError when IAM can't say."""
+    def denied(self, principal: str, names: list[str], resources: list[str] | None = None, context: list[dict] | None = None) -> list[str]:
+        """The IAM actions of ``names`` that ``principal``'s policies don't allow (on ``resources``, with ``context``);
+        an ActionError when IAM can't say."""
+        scoped = {**({"ResourceArns": resources} if resources else {}), **({"ContextEntries": context} if context else {})}
         try:
-            results = paginate(self.iam, "simulate_principal_policy", "EvaluationResults", PolicySourceArn=principal, ActionNames=names)
+            results = paginate(self.iam, "simulate_principal_policy", "EvaluationResults", PolicySourceArn=principal, ActionNames=names,
+                               **scoped)
         except ResponseParserError:
             # What a stand-in without the simulator answers (moto: an HTML error page); not an AWS refusal.
             raise ActionError("IAM's policy simulator is not available at this endpoint") from None
@@ -201,7 +205,14 @@ def check_permissions(settings: Settings, session: boto3.Session, simulator: Pol
         if principal is None:
             return Result("permissions", NOTE, f"{arn} is not a role or a user, so IAM can't simulate its policy: compare its "
                                                f"policy with `irbot iam-policy` by hand.")
-        denied = simulator.denied(principal, wanted)
+        # A call allowed only on irbot's own resources (actions.scopes) is asked about such a resource, with its tags.
+        partition, account = principal.split(":")[1], principal.split(":")[4]
+        denied = simulator.denied(principal, [w for w in wanted if w not in SCOPED])
+        for scope in SCOPES:
+            names = [a for a in scope.actions if a in wanted]
+            if names:
+                denied += simulator.denied(principal, names, *example(scope, partition, account, settings.aws_region))
+        denied = sorted(set(denied))
     except ActionError as exc:
         # Also when the identity may not simulate: irbot's own policy leaves iam:SimulatePrincipalPolicy out on purpose.
         return Result("permissions", NOTE, f"could not simulate the policy of {arn} ({exc}); to check it, run irbot doctor with "

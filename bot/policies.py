@@ -15,6 +15,7 @@ import actions
 from actions.accounts import ACCOUNT_LOOKUP, ROLE_SWITCH
 from actions.aws import Declaration
 from actions.registry import ActionSpec
+from actions.scopes import SCOPED, scoped_statements
 from core.audit import AUDIT_RESUME, AUDIT_SEAL, AUDIT_VERIFY
 from core.evidence import EVIDENCE
 from core.settings import ConfigError
@@ -67,6 +68,13 @@ class Protected:
                 "Resource": f"arn:{partition}:iam::*:policy/irbot*"}
 
 
+def _actions(specs: list[ActionSpec], partition: str) -> list[dict]:
+    """The actions' calls: unscoped ones in one statement, scoped ones (actions.scopes) each on their resources."""
+    wanted = {p for s in specs for p in s.permissions}
+    return [s for s in (_statement("IrbotActions", [s.declaration for s in specs], "*", leave_out=SCOPED),
+                        *scoped_statements(wanted, partition)) if s]
+
+
 def _statement(sid: str, declarations: list[Declaration], resource, *, leave_out: frozenset[str] = frozenset()) -> dict | None:
     # sts:GetCallerIdentity needs no permission: IAM can't deny it.
     wanted = sorted({p for d in declarations for p in d.permissions} - leave_out - {"sts:GetCallerIdentity"})
@@ -109,7 +117,7 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         lookups = any(p in ACCOUNT_CALLERS for p in processes)
         switches = any(p in SWITCHERS for p in processes)
     statements = [
-        _statement("IrbotActions", [s.declaration for s in specs], "*"),
+        *_actions(specs, partition),
         *_grants(specs),
         _statement("IrbotEvidence", buckets, [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"]),
         _statement("IrbotQueues", others, "*"),
@@ -145,7 +153,7 @@ def member_policies(hub_role: str, *, external_id: str | None = None, member_rol
                                **({"StringEquals": {"sts:ExternalId": external_id}} if external_id else {})}}
     return {
         "PermissionsPolicy": {"Version": "2012-10-17", "Statement": [
-            _statement("IrbotActions", [s.declaration for s in specs], "*"), *_grants(specs),
+            *_actions(specs, partition), *_grants(specs),
             protected.statement(partition), protected.policies(partition)]},
         "TrustPolicy": {"Version": "2012-10-17", "Statement": [
             {"Sid": "IrbotHub", "Effect": "Allow", "Principal": {"AWS": hub_role}, "Action": "sts:AssumeRole", **condition},

@@ -5,6 +5,8 @@
   GuardDuty and Security Hub, and irbot's role with its policy and permissions boundary;
 - member.yaml, in every member account (a StackSet): the responder role irbot assumes.
 
+Both make the quarantine policy revoke-key attaches to a compromised user: made here, irbot can't edit it.
+
 `irbot templates --out deploy/cloudformation` writes them; a test fails when the committed files drift
 from what the registry generates. Partition and bucket come from CloudFormation (${AWS::Partition},
 the bucket resource), so one template serves every partition.
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from actions.keys import quarantine_policy
+from actions.scopes import QUARANTINE_POLICY
 from bot.policies import Protected, member_policies, policy_document
 
 HUB_ROLE = "irbot"
@@ -152,6 +156,7 @@ def hub_template() -> dict:
             "IrbotBoundary": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
                 "ManagedPolicyName": "irbot-boundary", "Description": "irbot's permissions boundary (irbot iam-policy --boundary)",
                 "PolicyDocument": _break_glass_denied(_cfn(policy, bucket))}},
+            "QuarantinePolicy": _quarantine(),
             "IrbotRole": {"Type": "AWS::IAM::Role", "Properties": {
                 "RoleName": HUB_ROLE,
                 # An IAM condition's key can't be an intrinsic function: EKS's trust (keyed by the cluster's OIDC
@@ -185,8 +190,11 @@ def member_template() -> dict:
             "ExternalId": {"Type": "String", "Default": "", "Description": "IR_ROLE_EXTERNAL_ID, when irbot uses one"},
             "BreakGlassPrincipals": {"Type": "CommaDelimitedList", "Default": "",
                                      "Description": "role or user ARNs the responder role may not change"},
+            "MakeQuarantinePolicy": {"Type": "String", "Default": "true", "AllowedValues": ["true", "false"],
+                                     "Description": "false where hub.yaml made irbot-quarantine already (the hub account, when the StackSet covers it)"},
         },
         "Conditions": {
+            "MakesQuarantinePolicy": {"Fn::Equals": [{"Ref": "MakeQuarantinePolicy"}, "true"]},
             "HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]},
             "HasBreakGlass": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "BreakGlassPrincipals"}]}, ""]}]},
         },
@@ -195,6 +203,7 @@ def member_template() -> dict:
                 "ManagedPolicyName": "irbot-responder", "Description": "What irbot's actions call in this account (irbot iam-policy --member)",
                 "Roles": [{"Ref": "ResponderRole"}],  # from the policy's side, as in hub.yaml
                 "PolicyDocument": permissions}},
+            "QuarantinePolicy": {**_quarantine(), "Condition": "MakesQuarantinePolicy"},
             "ResponderRole": {"Type": "AWS::IAM::Role", "Properties": {
                 "RoleName": MEMBER_ROLE,
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
@@ -209,6 +218,12 @@ def member_template() -> dict:
         },
         "Outputs": {"ResponderRoleArn": {"Value": {"Fn::GetAtt": ["ResponderRole", "Arn"]}}},
     }
+
+
+def _quarantine() -> dict:
+    return {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+        "ManagedPolicyName": QUARANTINE_POLICY, "Description": "What irbot revoke-key attaches to a compromised user",
+        "PolicyDocument": quarantine_policy()}}
 
 
 def _no_public_access() -> dict:

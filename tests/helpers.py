@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import socket
 import time
 from urllib.parse import urlencode
@@ -88,6 +89,16 @@ def amazon_image(ec2) -> str:
     return _IMAGES[region]
 
 
+def make_quarantine_policy(iam) -> str:
+    """The managed policy a deployment makes in every account (deploy/cloudformation) for revoke-key to attach; once per account."""
+    from actions.keys import quarantine_policy
+
+    try:
+        return iam.create_policy(PolicyName="irbot-quarantine", PolicyDocument=json.dumps(quarantine_policy()))["Policy"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        return next(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "irbot-quarantine")
+
+
 def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence", object_lock: bool = True,
                session: boto3.Session | None = None) -> dict:
     """A VPC with a running instance (two volumes, an instance profile) and an evidence bucket; in ``session``'s
@@ -103,6 +114,7 @@ def make_world(region: str = "us-east-1", *, bucket: str | None = "ir-evidence",
     ec2.authorize_security_group_ingress(
         GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
     )
+    make_quarantine_policy(iam)
     iam.create_role(RoleName=f"web-role-{region}", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
     policy = iam.create_policy(
         PolicyName=f"web-read-s3-{region}",
@@ -169,6 +181,7 @@ def make_containment_world(region: str = "us-east-1") -> dict:
         MinSize=1, MaxSize=3, DesiredCapacity=1, VPCZoneIdentifier=subnet, TargetGroupARNs=[target_group])
     instance = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
     ec2.associate_iam_instance_profile(IamInstanceProfile={"Arn": profile["Arn"]}, InstanceId=instance)
+    make_quarantine_policy(iam)
     iam.create_user(UserName="deploy-bot")
     keys = [iam.create_access_key(UserName="deploy-bot")["AccessKey"] for _ in range(2)]
     s3.create_bucket(Bucket="ir-evidence", ObjectLockEnabledForBucket=True)

@@ -108,18 +108,27 @@ def enforcing(moto_endpoint):
     switch("inf")
 
 
+@pytest.fixture
+def like_aws():
+    """moto checking EC2 and IAM calls against the resources they act on and their tags, as AWS does (standins/moto_authorization.py)."""
+    from standins.moto_authorization import authorizing_like_aws
+
+    with authorizing_like_aws():
+        yield
+
+
 def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed_policy_and_a_missing_permission_is_named(
-        aws, enforcing, run_irbot, slack, monkeypatch):
+        aws, enforcing, like_aws, run_irbot, slack, monkeypatch):
     from tests.helpers import CHANNEL, SECOND_RESPONDER, make_world
     from tests.test_organization import NoEvents, approve
     from workers import running
 
-    world = make_world(bucket=None)
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName="irbot-hub", TemplateBody=(DEPLOY / "hub.yaml").read_text(), Capabilities=["CAPABILITY_NAMED_IAM"])
+    world = make_world(bucket=None)  # after the stack: its quarantine policy is the one revoke-key attaches
     boto3.client("iam").create_user(UserName="deploy-bot")
     key = boto3.client("iam").create_access_key(UserName="deploy-bot")["AccessKey"]
     monkeypatch.setattr(running, "EVENT_SOURCE", NoEvents())  # moto lacks LookupEvents (its real client is tested in test_containment)
-    cfn = boto3.client("cloudformation")
-    cfn.create_stack(StackName="irbot-hub", TemplateBody=(DEPLOY / "hub.yaml").read_text(), Capabilities=["CAPABILITY_NAMED_IAM"])
     outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="irbot-hub")["Stacks"][0]["Outputs"]}
     # irbot's credentials: the stack's role, and nothing else (fetched before enforcement: its trust names ECS)
     found = boto3.client("sts").assume_role(RoleArn=outputs["IrbotRoleArn"], RoleSessionName="irbot")["Credentials"]
@@ -175,11 +184,12 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
 
 
 def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_glass_principals(aws, enforcing):
-    """Under enforcement, with moto taught which role or user an IAM call names (standins/moto_iam_resources.py)."""
+    """Under enforcement, with moto checking IAM calls against the role, user or policy they name (standins/moto_authorization.py)."""
     from botocore.exceptions import ClientError
 
+    from actions.keys import quarantine_policy
     from bot.policies import Protected
-    from standins.moto_iam_resources import naming_iam_resources
+    from standins.moto_authorization import authorizing_like_aws
 
     iam = boto3.client("iam")
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
@@ -189,6 +199,7 @@ def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_g
     for user in ("irbot-ci", "breakglass-admin", "deploy-bot"):
         iam.create_user(UserName=user)
     victim_key = iam.create_access_key(UserName="deploy-bot")["AccessKey"]["AccessKeyId"]
+    quarantine_arn = iam.create_policy(PolicyName="irbot-quarantine", PolicyDocument=json.dumps(quarantine_policy()))["Policy"]["Arn"]
     glass = ("arn:aws:iam::123456789012:role/break-glass", "arn:aws:iam::123456789012:user/breakglass-admin",
              "arn:aws:iam::123456789012:user/irbot-ci")  # irbot as a user too, where a team runs it with a user's key
     document = policy_document("ir-evidence", protected=Protected(break_glass=glass))
@@ -200,7 +211,7 @@ def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_g
                           aws_session_token=found["SessionToken"])
     admin = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
-    with naming_iam_resources():
+    with authorizing_like_aws():
         enforcing.on()
         refused = {
             "PutRolePolicy on irbot": lambda: stolen.put_role_policy(RoleName="irbot", PolicyName="x", PolicyDocument=admin),
@@ -218,7 +229,64 @@ def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_g
             assert denied.value.response["Error"]["Code"] == "AccessDenied", what
         # what revoke-key does to a compromised user still works
         stolen.update_access_key(UserName="deploy-bot", AccessKeyId=victim_key, Status="Inactive")
-        stolen.put_user_policy(UserName="deploy-bot", PolicyName="irbot-quarantine", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}))
+        stolen.attach_user_policy(UserName="deploy-bot", PolicyArn=quarantine_arn)
         enforcing.off()
     assert iam.list_role_policies(RoleName="irbot")["PolicyNames"] == [] and iam.list_user_policies(UserName="breakglass-admin")["PolicyNames"] == []
+
+
+def test_irbots_credentials_change_only_irbots_groups_quarantined_instances_and_irbots_tags(aws, enforcing, like_aws):
+    """What the scoped statements (actions/scopes.py) leave a thief of irbot's credentials, checked as AWS checks them."""
+    from botocore.exceptions import ClientError
+
+    from tests.helpers import make_world
+
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName="irbot-hub", TemplateBody=(DEPLOY / "hub.yaml").read_text(), Capabilities=["CAPABILITY_NAMED_IAM"])
+    world = make_world(bucket=None)
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+    vpc = ec2.describe_instances(InstanceIds=[world["instance"]])["Reservations"][0]["Instances"][0]["VpcId"]
+    web = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["web"]}])["SecurityGroups"][0]["GroupId"]
+    iam.create_user(UserName="deploy-bot")
+    found = boto3.client("sts").assume_role(RoleArn="arn:aws:iam::123456789012:role/irbot", RoleSessionName="thief")["Credentials"]
+    keys = {"aws_access_key_id": found["AccessKeyId"], "aws_secret_access_key": found["SecretAccessKey"], "aws_session_token": found["SessionToken"]}
+    stolen_ec2, stolen_iam = boto3.client("ec2", **keys), boto3.client("iam", **keys)
+    world_open = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    eni = ec2.describe_instances(InstanceIds=[world["instance"]])["Reservations"][0]["Instances"][0]["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    association = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"][0]["AssociationId"]
+    tagged = lambda purpose: [{"ResourceType": "security-group", "Tags": [{"Key": "irbot:purpose", "Value": purpose}]}]  # noqa: E731
+
+    enforcing.on()
+    refused = {
+        "opening somebody else's group to the world": lambda: stolen_ec2.authorize_security_group_ingress(GroupId=web, IpPermissions=world_open),
+        "rewriting an instance's user data": lambda: stolen_ec2.modify_instance_attribute(InstanceId=world["instance"], UserData={"Value": b"evil"}),
+        "turning an instance's termination protection off": lambda: stolen_ec2.modify_instance_attribute(
+            InstanceId=world["instance"], DisableApiTermination={"Value": False}),
+        "taking an instance's profile away": lambda: stolen_ec2.disassociate_iam_instance_profile(AssociationId=association),
+        "a tag of its own choosing": lambda: stolen_ec2.create_tags(Resources=[world["instance"]], Tags=[{"Key": "Owner", "Value": "x"}]),
+        "making somebody else's group look like irbot's": lambda: stolen_ec2.create_tags(
+            Resources=[web], Tags=[{"Key": "irbot:purpose", "Value": "isolation"}]),
+        "moving an untagged instance's interface": lambda: stolen_ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[web]),
+        "deleting every tag": lambda: stolen_ec2.delete_tags(Resources=[world["instance"]]),
+        "a group that is not irbot's": lambda: stolen_ec2.create_security_group(GroupName="backdoor", Description="x", VpcId=vpc),
+        "a group pretending a purpose": lambda: stolen_ec2.create_security_group(GroupName="backdoor", Description="x", VpcId=vpc,
+                                                                                  TagSpecifications=tagged("backdoor")),
+        "attaching an administrator policy": lambda: stolen_iam.attach_user_policy(
+            UserName="deploy-bot", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"),
+        "writing a policy onto a user": lambda: stolen_iam.put_user_policy(UserName="deploy-bot", PolicyName="x", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
+    }
+    for what, attempt in refused.items():
+        with pytest.raises(ClientError) as denied:
+            attempt()
+        assert denied.value.response["Error"]["Code"] in ("AccessDenied", "UnauthorizedOperation"), what
+
+    # What isolate does, in its order, works: tag first, then the attributes; irbot's own groups and rules.
+    stolen_ec2.create_tags(Resources=[world["instance"]], Tags=[{"Key": "irbot:status", "Value": "quarantine"}])
+    stolen_ec2.modify_instance_attribute(InstanceId=world["instance"], DisableApiTermination={"Value": True})
+    own = stolen_ec2.create_security_group(GroupName="irbot-isolation-x", Description="x", VpcId=vpc, TagSpecifications=tagged("isolation"))["GroupId"]
+    stolen_ec2.authorize_security_group_ingress(GroupId=own, IpPermissions=world_open)
+    stolen_ec2.modify_instance_attribute(InstanceId=world["instance"], Groups=[own])
+    stolen_iam.attach_user_policy(UserName="deploy-bot", PolicyArn="arn:aws:iam::123456789012:policy/irbot-quarantine")
+    enforcing.off()
+    assert ec2.describe_instance_attribute(InstanceId=world["instance"], Attribute="disableApiTermination")["DisableApiTermination"]["Value"] is True
+    assert [p["PolicyName"] for p in iam.list_attached_user_policies(UserName="deploy-bot")["AttachedPolicies"]] == ["irbot-quarantine"]

@@ -220,17 +220,44 @@ def test_revoke_key_deactivates_quarantines_and_reports_the_other_ways_in(contai
     assert outcome["ok"], outcome
     keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"]}
     assert keys == {leaked: "Inactive", other: "Active"}
-    policy = iam.get_user_policy(UserName="deploy-bot", PolicyName="irbot-quarantine")["PolicyDocument"]
+    # the deployment's quarantine policy, attached (irbot writes no policy of its own onto the user)
+    [attached] = iam.list_attached_user_policies(UserName="deploy-bot")["AttachedPolicies"]
+    assert attached["PolicyName"] == "irbot-quarantine" and iam.list_user_policies(UserName="deploy-bot")["PolicyNames"] == []
+    version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]["DefaultVersionId"]
+    policy = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=version)["PolicyVersion"]["Document"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
     denied = policy["Statement"][0]
     assert denied["Effect"] == "Deny" and {"iam:CreateAccessKey", "iam:CreateUser", "ec2:RunInstances", "lambda:CreateFunction"} <= set(denied["Action"])
-    assert policy["Statement"][1]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+    assert policy["Statement"][1]["Condition"] == {"Null": {"aws:TokenIssueTime": "false"}}  # every session made from its keys
     card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
     assert f"other active keys: {other}" in card and "no console password" in card
 
-    time.sleep(1.1)  # IAM's condition times have whole seconds
     again, _ = approved_run(redis_conn, "revoke-key", leaked)
-    # Deactivation is already so; the quarantine's session cutoff moves up to this request.
-    assert step_outcomes(again) == {"owner": "done", "deactivate": "already so", "quarantine": "done", "other-ways-in": "done"}
+    assert step_outcomes(again) == {"owner": "done", "deactivate": "already so", "quarantine": "already so", "other-ways-in": "done"}
+
+
+def test_revoke_key_where_the_quarantine_policy_was_never_deployed_says_so(containment, slack, redis_conn):
+    iam = boto3.client("iam")
+    arn = next(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "irbot-quarantine")
+    iam.delete_policy(PolicyArn=arn)
+    leaked = containment["keys"][0]["AccessKeyId"]
+    outcome, _ = approved_run(redis_conn, "revoke-key", leaked)
+    assert step_outcomes(outcome)["deactivate"] == "done" and step_outcomes(outcome)["quarantine"] == "failed"
+    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    assert "irbot-quarantine is not in this account" in card and "deploy/cloudformation" in card, card
+
+
+def test_revoke_key_refuses_a_quarantine_policy_that_is_not_irbots(containment, slack, redis_conn):
+    iam = boto3.client("iam")
+    arn = next(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "irbot-quarantine")
+    # whoever made a policy of that name first chose what it says: here, nothing at all is denied
+    iam.create_policy_version(PolicyArn=arn, SetAsDefault=True, PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    outcome, _ = approved_run(redis_conn, "revoke-key", containment["keys"][0]["AccessKeyId"])
+    assert step_outcomes(outcome)["deactivate"] == "done" and step_outcomes(outcome)["quarantine"] == "failed"
+    assert boto3.client("iam").list_attached_user_policies(UserName="deploy-bot")["AttachedPolicies"] == []
+    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    assert "is not irbot's quarantine policy" in card, card
 
 
 def test_revoke_key_with_delete_deletes_it(containment, slack, redis_conn):

@@ -121,8 +121,8 @@ class StandInSimulator:
     def __init__(self, denied: set[str]):
         self.refused, self.asked = denied, []
 
-    def denied(self, principal: str, names: list[str]) -> list[str]:
-        self.asked.append((principal, names))
+    def denied(self, principal: str, names: list[str], resources=None, context=None) -> list[str]:
+        self.asked.append((principal, names, resources, context))
         return sorted(set(names) & self.refused)
 
 
@@ -133,8 +133,14 @@ def test_permissions_missing_from_irbots_principal_are_named(aws):
     assert result.status == FAIL
     assert result.text == ("arn:aws:iam::123456789012:user/moto is not allowed ec2:StopInstances, iam:UpdateAccessKey: "
                            "give it the policy `irbot iam-policy` prints.")
-    [(principal, names)] = simulator.asked
-    assert principal == "arn:aws:iam::123456789012:user/moto" and {"ec2:DescribeInstances", "iam:PutUserPolicy"} <= set(names)
+    (principal, names, resources, context), *scoped = simulator.asked
+    assert principal == "arn:aws:iam::123456789012:user/moto" and "ec2:DescribeInstances" in names and resources is None
+    # a call allowed only on irbot's own resources is asked about one such resource, with the tag that makes it irbot's
+    quarantined = next(ask for ask in scoped if "ec2:DisassociateIamInstanceProfile" in ask[1])
+    assert quarantined[2] == ["arn:aws:ec2:us-east-1:123456789012:instance/irbot-doctor"]
+    assert quarantined[3] == [{"ContextKeyName": "aws:ResourceTag/irbot:status", "ContextKeyValues": ["quarantine"], "ContextKeyType": "string"}]
+    attach = next(ask for ask in scoped if ask[1] == ["iam:AttachUserPolicy"])
+    assert attach[3][0]["ContextKeyValues"] == ["arn:aws:iam::123456789012:policy/irbot-quarantine"]
     assert check_permissions(settings, boto3.Session(), StandInSimulator(set())).status == PASS
 
 

@@ -197,7 +197,9 @@ def test_iam_policy_prints_the_member_role_and_lets_the_hub_into_exactly_that_ro
     assert next(s for s in trust if s["Action"] == "sts:AssumeRole")["Condition"] == {"Null": {"sts:SourceIdentity": "false"},
                                                                                        "StringEquals": {"sts:ExternalId": "incident-42"}}
     actions = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "IrbotActions")
-    assert {"ec2:ModifyInstanceAttribute", "iam:UpdateAccessKey", "ec2:CreateSnapshots"} <= set(actions["Action"])
+    assert {"iam:UpdateAccessKey", "ec2:CreateSnapshots"} <= set(actions["Action"])
+    scoped = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "IrbotQuarantinedInstances")
+    assert "ec2:ModifyInstanceAttribute" in scoped["Action"]  # on quarantine-tagged instances only
     assert not any(a.startswith(("s3:", "sqs:", "sts:AssumeRole")) for a in actions["Action"])  # evidence stays in irbot's own account
 
     hub_policy = json.loads(iam_policy("--bucket", "ir-evidence", IR_ACCOUNT_ROLE="ir/responder", IR_ACCOUNTS="org").stdout)

@@ -105,7 +105,9 @@ def test_iam_policy_prints_one_process_or_one_action():
     from bot.policies import policy_document
 
     isolate = policy_document("ir-evidence", action="isolate")
-    assert [s["Sid"] for s in isolate["Statement"]] == ["IrbotActions", "IrbotNoEscalation", "IrbotOwnPolicies"]
+    assert [s["Sid"] for s in isolate["Statement"]] == ["IrbotActions", "IrbotQuarantinedInstances", "IrbotWhatAnInstanceHas", "IrbotOwnGroupRules",
+                                                        "IrbotOwnGroupRuleIds", "IrbotNewOwnGroups", "IrbotGroupsInAnyVpc", "IrbotTagsAtCreation",
+                                                        "IrbotOwnTags", "IrbotNoEscalation", "IrbotOwnPolicies"]
     assert "iam:GetRole" in isolate["Statement"][0]["Action"]
     findings = policy_document("ir-evidence", process="findings")
     assert {a for s in findings["Statement"] for a in s["Action"]} == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
