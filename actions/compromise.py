@@ -15,6 +15,7 @@ from actions.registry import REGISTRY, Need, Option, Risk, action
 from actions.snapshot import snapshot
 from actions.steps import Outcome, StepLog
 from actions.stop import stop as stop_instance
+from actions.words import count
 
 PARTS = ("collect", "isolate", "snapshot", "memory", "stop")
 
@@ -39,7 +40,7 @@ def compromise(session: boto3.Session, instance_id: str, region: str, *, context
         try:
             collected = collect(session, instance_id, region, context=context, steps=StepLog())
             where = [context.store(a) for a in collected.artefacts]
-            steps.add("collect", "Collect metadata and console output", Outcome.DONE, f"{len(where)} objects saved")
+            steps.add("collect", "Collect metadata and console output", Outcome.DONE, f"{count(len(where), 'object')} saved")
             result.notes.extend(collected.notes)
         except ActionError as exc:
             steps.add("collect", "Collect metadata and console output", Outcome.FAILED, str(exc))

@@ -15,6 +15,7 @@ from actions.context import RunContext
 from actions.errors import ActionError, reason
 from actions.registry import Need, Option, Risk, action
 from actions.steps import Outcome, StepLog
+from actions.words import count
 
 DEFAULT_DAYS = 30
 IAM = "iam"  # the task that searches an account's IAM, beside its regions
@@ -26,7 +27,7 @@ CREATING_EVENTS = {"RunInstances", "CreateSecurityGroup", "CreateKeyPair", "Impo
                    "CreateFunction20150331", "CreateFunction", "CreateLoginProfile", "AttachUserPolicy", "PutUserPolicy"}
 
 
-@action("hunt-key", risk=Risk.READ, summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS,
+@action("hunt-key", risk=Risk.READ, scope="regions", summary="Find what an access key did and made, in every region.", permissions=PERMISSIONS,
         target="access-key", extra_options=(Option("--since", "YYYY-MM-DD", "date", says="for everything since {value}"),
                        Option("--accounts", "all|ACCOUNT,...", "accounts", says="in accounts {value}")), needs=(Need.EVENTS,))
 def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
@@ -43,6 +44,7 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
     regions = sorted(r["RegionName"] for r in call(client(session, "ec2", region), "describe_regions")["Regions"]
                      if r.get("OptInStatus", "opt-in-not-required") in ("opt-in-not-required", "opted-in")
                      and partition(r["RegionName"]) == partition(region))  # credentials work in their own partition only
+    result.facts["regions"] = regions
     findings: list[dict] = []
     events_seen: dict[str, list[dict]] = {}
     sessions: dict[str, boto3.Session] = {}
@@ -81,7 +83,7 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
                 if gaps:
                     steps.add(step, title, Outcome.FAILED, gaps[0])
                 else:
-                    steps.add(step, title, Outcome.DONE, f"{_count(len(found), 'user or key', 'users or keys')} made since {start.date()}")
+                    steps.add(step, title, Outcome.DONE, f"{count(len(found), 'user or key', 'users or keys')} made since {start.date()}")
                 continue
             for item in found:
                 item["account"] = account
@@ -93,13 +95,13 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
             step = f"account:{account}:region:{name}" if many else f"region:{name}"
             if found or seen:
                 steps.add(step, f"Search {where}", Outcome.DONE,
-                          f"{_count(len(seen), 'event')} by the key, {_count(len(found), 'resource')} made since {start.date()}")
+                          f"{count(len(seen), 'event')} by the key, {count(len(found), 'resource')} made since {start.date()}")
             if gaps:
                 # One line a region: what couldn't be searched there, and why.
                 steps.add(f"{step}:gaps", f"Search {where}", Outcome.FAILED, "couldn't search " + "; ".join(gaps))
     for account, names_quiet in quiet.items():
         steps.add(f"account:{account}:regions:quiet" if many else "regions:quiet",
-                  f"Search {_count(len(names_quiet), 'other region')}" + (f" of {account}" if many else ""), Outcome.DONE,
+                  f"Search {count(len(names_quiet), 'other region')}" + (f" of {account}" if many else ""), Outcome.DONE,
                   f"nothing by the key or made since {start.date()} in {', '.join(names_quiet)}")
     for account, found in iam_found.items():
         # IAM ran beside the regions: what the key made there is known once all the account's events are in.
@@ -174,8 +176,6 @@ def _iam_findings(iam, start: datetime) -> list[dict]:
     return found
 
 
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _finding(kind: str, resource: str, region: str, created, by_key: bool, detail: str) -> dict:

@@ -100,13 +100,13 @@ def _protect(aws: Clients, instance: dict, steps: StepLog, dry_run: bool) -> Non
         devices = volumes_to_keep()
         holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id,
              BlockDeviceMappings=[{"DeviceName": b["DeviceName"], "Ebs": {"DeleteOnTermination": False}} for b in devices])
-        return ", ".join(f"{b['Ebs']['VolumeId']} ({b['DeviceName']})" for b in devices) + " now survive termination"
+        return ", ".join(f"{b['Ebs']['VolumeId']} ({b['DeviceName']})" for b in devices) + (" now survives termination" if len(devices) == 1 else " now survive termination")
 
     volumes = [b for b in instance.get("BlockDeviceMappings", []) if "Ebs" in b]
     change(steps, "keep-volumes", "Keep every EBS volume if the instance is terminated", dry_run=dry_run,
            plan="DeleteOnTermination → false on " + ", ".join(b["Ebs"]["VolumeId"] for b in volumes if b["Ebs"].get("DeleteOnTermination")),
            skip=lambda: None if volumes else "no EBS volumes attached",
-           already=lambda: None if volumes_to_keep() else f"all {len(volumes)} volumes survive termination", do=keep_volumes)
+           already=lambda: None if volumes_to_keep() else ("its volume survives termination" if len(volumes) == 1 else f"all {len(volumes)} volumes survive termination"), do=keep_volumes)
 
 
 def _tag_quarantine(aws: Clients, instance: dict, steps: StepLog, dry_run: bool, context: RunContext) -> None:

@@ -57,7 +57,7 @@ def quarantine_policy() -> dict:
     ]}
 
 
-@action("revoke-key", risk=Risk.CHANGE, summary="Deactivate an access key and quarantine its user.", permissions=PERMISSIONS,
+@action("revoke-key", risk=Risk.CHANGE, scope="global", summary="Deactivate an access key and quarantine its user.", permissions=PERMISSIONS,
         target="access-key", extra_options=(Option("--delete", says="and DELETE the key: it can't be made active again"),), needs=(Need.EVENTS,), card_state="revoked")
 def revoke_key(session: boto3.Session, key_id: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
                delete: bool = False) -> Result:

@@ -7,6 +7,7 @@ from actions.aws import call
 from actions.errors import ActionError
 from actions.instances import describe_instance
 from actions.scopes import PURPOSE_TAG, holding
+from actions.words import count
 
 EVERYWHERE = ("0.0.0.0/0", "::/0")
 
@@ -106,4 +107,4 @@ def ensure_group(ec2, vpc_id: str, name: str, description: str, ingress: set[tup
         if missing:
             call(ec2, f"authorize_security_group_{direction}", GroupId=group["GroupId"], IpPermissions=[_permission(r) for r in missing])
         fixes += len(extra) + len(missing)
-    return group["GroupId"], f"{verb} {name} ({group['GroupId']})" + (f", {fixes} rules set" if fixes else ""), verb == "created" or fixes > 0
+    return group["GroupId"], f"{verb} {name} ({group['GroupId']})" + (f", {count(fixes, 'rule')} set" if fixes else ""), verb == "created" or fixes > 0

@@ -104,6 +104,9 @@ class ActionSpec:
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
     recovery: Recovery = Recovery.RESUME
     grants: tuple[Grant, ...] = ()
+    # Where it acts, as messages say it: "region" (the request's), "regions" (every enabled region at once), "global"
+    # (IAM, which has no region). A memory target given as user@host is a host, whatever this says.
+    scope: str = "region"
 
     @property
     def options(self) -> tuple[Option, ...]:

@@ -16,6 +16,7 @@ from actions.network import interface_groups, set_interface_groups
 from actions.registry import Grant, Need, Risk, action
 from actions.scopes import STATUS_TAG, holding
 from actions.steps import Outcome, StepLog
+from actions.words import count
 
 PERMISSIONS = (
     "ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:ModifyInstanceAttribute", "ec2:CreateTags",
@@ -78,7 +79,7 @@ def release(session: boto3.Session, instance_id: str, region: str, *, context: R
         changed = volumes_off_record()
         holding(ec2, instance_id, "modify_instance_attribute", InstanceId=instance_id,
              BlockDeviceMappings=[{"DeviceName": b["DeviceName"], "Ebs": {"DeleteOnTermination": recorded[b["DeviceName"]]}} for b in changed])
-        return f"{len(changed)} volumes restored"
+        return f"{count(len(changed), 'volume')} restored"
 
     change(steps, "volumes", "Put DeleteOnTermination back on the volumes", dry_run=dry_run, plan="as recorded",
            already=lambda: None if volumes_off_record() else "as recorded", do=restore_volumes)

@@ -56,7 +56,7 @@ def snapshot(session: boto3.Session, instance_id: str, region: str, *, context: 
         )["Snapshots"]
         return ", ".join(f"{s['SnapshotId']} of {s['VolumeId']} ({volumes.get(s['VolumeId'], '?')})" for s in snapshots)
 
-    title = f"Snapshot {len(volumes)} volumes together"
+    title = "Snapshot its volume" if len(volumes) == 1 else f"Snapshot {len(volumes)} volumes together"
     made = change(steps, "snapshot", title if volumes else "Snapshot the volumes", dry_run=dry_run,
                   plan=", ".join(f"{v} ({d})" for v, d in volumes.items()),
                   skip=lambda: None if volumes else "no EBS volumes attached", already=already, do=create)
@@ -94,7 +94,7 @@ def _wait(ec2, ids: list[str], steps: StepLog, wait_seconds: float, poll_seconds
             steps.add("complete", "Wait for the snapshots to complete", Outcome.FAILED, f"{', '.join(failed)} failed")
             return
         if all(state == "completed" for state, _ in states.values()):
-            steps.add("complete", "Wait for the snapshots to complete", Outcome.DONE, f"all {len(ids)} completed")
+            steps.add("complete", "Wait for the snapshots to complete", Outcome.DONE, "completed" if len(ids) == 1 else f"all {len(ids)} completed")
             return
         if time.monotonic() > deadline:
             progress = ", ".join(f"{i} {p or state}" for i, (state, p) in states.items())

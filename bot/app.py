@@ -19,16 +19,18 @@ from redis import Redis
 from redis.exceptions import RedisError
 from slack_bolt import App, BoltResponse
 from slack_bolt.context.ack import Ack
+from slack_bolt.logger import get_bolt_logger
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 
 import actions
 from actions import tally
 from actions.registry import Risk
-from bot import views
+from bot import form, views
 from actions.errors import ActionError
-from bot.grammar import SEVERITIES, Command, UsageError, button_command, parse
+from bot.grammar import SEVERITIES, Command, UsageError, button_command, check_partition, parse
 from chat import cards, messages
-from chat.directory import approver_group
+from chat.directory import approver_group, responder_group
 from chat.outbox import Outbox
 from chat.slack import Slack, counting_retries
 from core.accounts import accounts_for
@@ -44,7 +46,7 @@ from core.settings import Settings
 log = get_logger(__name__)
 
 # Commands that are not AWS actions: the bot answers them, or hands them to a worker itself.
-BOT_COMMANDS = frozenset({"help", "audit", "status", "declare", "close", "report"})
+BOT_COMMANDS = frozenset({"help", "audit", "status", "declare", "close", "report", "reopen", "commander", "severity", "update"})
 INCIDENT_COMMANDS = BOT_COMMANDS - {"help"}
 
 
@@ -113,10 +115,17 @@ def _json_response(reply: dict) -> BoltResponse:
     return BoltResponse(status=200, body=json.dumps(reply), headers={"content-type": "application/json; charset=utf-8"})
 
 
+def _without_token_warning(record) -> bool:
+    # Bolt reads SLACK_BOT_TOKEN from the environment itself, even when given a client, and then warns on
+    # every start that the token will be unused: irbot's client carries that same token, so nothing is lost.
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def create_app(settings: Settings, connection: Redis, *, client: WebClient | None = None) -> App:
     # The bot redraws cards the workers posted, which may still wait in the outbox: it shares the outbox.
     slack = Slack(counting_retries(client or WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)),
                   Outbox(connection), lambda: schedule_outbox_delivery(connection))
+    get_bolt_logger(App).addFilter(_without_token_warning)  # once: a filter already there is not added again
     app = App(
         client=slack.client,
         signing_secret=settings.slack_signing_secret,
@@ -124,7 +133,8 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         request_verification_enabled=not settings.socket_mode,
         listener_executor=ContextCopyingExecutor(max_workers=10),
     )
-    book = book_from_settings(settings, connection, approver_group(settings, slack.client), trail_for(settings, connection))
+    book = book_from_settings(settings, connection, approver_group(settings, slack.client), trail_for(settings, connection),
+                              responder_group(settings, slack.client))
     if settings.accounts or settings.default_account:
         # Asked once, now, so no command pays for the first answer within its 3 s.
         threading.Thread(target=_warm_up_accounts, args=(settings,), daemon=True, name="accounts").start()
@@ -145,15 +155,19 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         next()
 
     def responders_only(body: dict, next) -> BoltResponse | None:  # noqa: A002
-        """Only IR_RESPONDERS get past; anyone may ask for help. The refusal is audited, and is the request's answer."""
+        """Only IR_RESPONDERS and IR_RESPONDER_GROUP's members get past; anyone may ask for help (`/ir help`, or `/ir`
+        alone: the command form). The refusal is audited, and is the request's answer."""
         user_id, channel_id = _user(body), _channel(body)
         text = body.get("text") if isinstance(body.get("text"), str) else ""
-        if user_id in settings.responders or ("command" in body and text.split()[:1] == ["help"]):
+        submitted = body.get("type") == "view_submission"
+        if submitted:
+            channel_id, text = form.read(body)
+        if book.is_responder(user_id) or (("command" in body or submitted) and text.split()[:1] in (["help"], [])):
             next()
             return None
         log.warning("refused: not a responder", user=user_id, channel=channel_id)
         asked = _asked(body)
-        what = text if "command" in body else f"{asked.get('command', '')} {asked.get('target', '')}".strip()
+        what = text if "command" in body or submitted else f"{asked.get('command', '')} {asked.get('target', '')}".strip()
         count_request(what, "refused")
         try:
             book.audit.append(incident=channel_id, actor=user_id, action="request.refused", target=str(what)[:100],
@@ -163,6 +177,8 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         refusal = views.not_a_responder(user_id)
         if "command" in body:
             return _json_response(refusal)
+        if submitted:
+            return _json_response(views.form_errors(refusal["text"]))
         slack.tell(channel_id, user_id, refusal["text"])
         return BoltResponse(status=200, body="")
 
@@ -177,11 +193,19 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
         if response is None:  # acknowledged already (a button): say it privately
             slack.tell(_channel(body), _user(body), views.STATE_UNAVAILABLE)
             return None
+        if body.get("type") == "view_submission":  # the form: the sentence shown in it, which stays open
+            return _json_response(views.form_errors(views.STATE_UNAVAILABLE))
         return _json_response(views.queue_unavailable())
 
     @app.command("/ir", middleware=[responders_only])
     def ir(ack, command: dict, context) -> None:
+        if not str(command.get("text") or "").strip() and form.open_form(slack.client, command, available_commands()):
+            ack()  # the form says it all
+            return
         ack(**handle_ir(settings, connection, book, command, context["request_id"]))
+
+    app.view(views.MODAL_CALLBACK, middleware=[responders_only])(
+        form.on_submit(slack, lambda payload, request_id: handle_ir(settings, connection, book, payload, request_id)))
 
     for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
         app.action(action_id)(_button(book, connection, slack, verb))
@@ -242,6 +266,7 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     channel_id = payload.get("channel_id", "")
     try:
         command = command or parse(payload.get("text") or "")
+        check_partition(command, settings.aws_region)
     except UsageError as exc:
         log.info("refused: usage error", user=user_id, reason=str(exc))
         count_request(payload.get("text") or "", "refused")
@@ -249,7 +274,7 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
     if command.name == "help":
         count_request(command.name, "answered")
         gated = {name for name, spec in actions.REGISTRY.items() if spec.risk is Risk.CHANGE}
-        return views.help_reply(available_commands(), gated), None
+        return views.help_reply(available_commands(), gated, command.targets[0] if command.targets else None), None
     if command.name not in available_commands():
         count_request(command.name, "refused")
         return views.not_available(command), None
@@ -261,6 +286,14 @@ def submit(settings: Settings, connection: Redis, book: ApprovalBook, payload: d
         count_request(command.name, outcome)
         return reply, None
 
+    if declared is not None and declared.status == "closed":
+        # Nothing new may run under a closed incident: its report and card say it is over.
+        log.info("refused: incident closed", user=user_id, incident=declared.id)
+        book.audit.append(incident=declared.id, actor=user_id, action="request.refused", target=" ".join(command.targets)[:100],
+                          params={"command": command.name, "why": "incident closed"}, outcome="refused")
+        count_request(command.name, "refused")
+        return views.ephemeral(f"{declared.id} is closed, so irbot takes no new work in its channel; nothing was queued. "
+                               "`/ir reopen` opens it again if there is more to do."), None
     options = dict(command.options)
     if settings.aws_region:
         options.setdefault("region", settings.aws_region)  # so the plan, the card and the audit name it
@@ -363,15 +396,21 @@ def _incident_command(command, payload, connection, book, incidents, declared, i
     (answered, queued or refused)."""
     user_id, channel_id = payload.get("user_id", ""), payload.get("channel_id", "")
     if command.name == "audit":
-        return _audit_reply(book.audit, incident_id), "answered"
+        return _audit_reply(book.audit, incident_id, _audience(command)), "answered"
     if command.name == "status":
-        subject = declared or Incident(id=incident_id, title=f"incident of this channel ({incident_id})", severity="-", commander=user_id)
-        text, _ = messages.incident_card(subject, summarise(book.audit.for_incident(incident_id)), book.audit.head())
-        return {"response_type": "in_channel", "text": text}, "answered"
+        if declared is None:
+            return views.ephemeral("No incident is declared in this channel, so there is no incident card to show. "
+                                   "`/ir declare <title> [--severity high]` declares one: its own channel, with a pinned card "
+                                   "(the work done here so far goes with it)."), "answered"
+        text, _ = messages.incident_card(declared, summarise(book.audit.for_incident(incident_id)), book.audit.head())
+        return {"response_type": _audience(command), "text": text}, "answered"
     if command.name == "declare":
         new_id = incidents.new_id()
+        # Work done here before any incident (records keyed by this channel) goes with the incident; an incident's
+        # own channel keeps its work.
+        adopt = channel_id if declared is None else None
         enqueue_incident_job(connection, "declare_incident", {"id": new_id, "title": command.targets[0], "severity": command.options.get("severity"),
-                                                              "user_id": user_id, "channel_id": channel_id}, job_id=f"declare-{new_id}")
+                                                              "user_id": user_id, "channel_id": channel_id, "adopt": adopt}, job_id=f"declare-{new_id}")
         return {"response_type": "in_channel",
                 "text": f"<@{user_id}> is declaring {new_id}: {messages.escape(command.targets[0])}. Its channel follows."}, "queued"
     if declared is None:
@@ -383,15 +422,38 @@ def _incident_command(command, payload, connection, book, incidents, declared, i
         enqueue_incident_job(connection, "close_incident", {"incident": declared.id, "user_id": user_id, "summary": command.options.get("summary", "")},
                              job_id=f"close-{request_id}")
         return {"response_type": "in_channel", "text": f"<@{user_id}> is closing {declared.id}."}, "queued"
+    if command.name in CHANGES:
+        return _change_incident(command, connection, declared, user_id, request_id)
     request = CommandRequest(id=request_id, command="report", targets=(), options={}, user_id=user_id, channel_id=channel_id,
                              incident=declared.id, response_url=payload.get("response_url", ""))
     enqueue_incident_job(connection, "build_report", request.to_dict(), job_id=f"report-{request_id}")
     return {"response_type": "in_channel", "text": f"<@{user_id}> asked for {declared.id}'s report; it will be uploaded here."}, "queued"
 
 
-def _audit_reply(audit: AuditTrail, incident: str) -> dict:
+# The commands that change a declared incident, each one job of workers.incidents.
+CHANGES = {"reopen": "reopen_incident", "commander": "set_commander", "severity": "set_severity", "update": "post_update"}
+
+
+def _change_incident(command: Command, connection: Redis, declared: Incident, user_id: str, request_id: str) -> tuple[dict, str]:
+    if command.name == "reopen" and declared.status != "closed":
+        return views.ephemeral(f"{declared.id} is open already."), "refused"
+    value = command.targets[0] if command.targets else ""
+    enqueue_incident_job(connection, CHANGES[command.name], {"incident": declared.id, "user_id": user_id, "value": value},
+                         job_id=f"{command.name}-{request_id}")
+    said = {"reopen": f"Reopening {declared.id}", "commander": f"Making <@{value}> the commander of {declared.id}",
+            "severity": f"Setting {declared.id}'s severity to {value}", "update": f"Posting your update on {declared.id}"}[command.name]
+    return views.ephemeral(f"{said}; the channel and the card follow."), "queued"
+
+
+def _audience(command: Command) -> str:
+    """Status and audit answer the asker alone, unless asked to `--share` with the channel."""
+    return "in_channel" if command.options.get("share") else "ephemeral"
+
+
+def _audit_reply(audit: AuditTrail, incident: str, audience: str) -> dict:
     records = audit.for_incident(incident)
-    return {"response_type": "in_channel", "text": messages.audit_trail(incident, records, audit.head(), audit.sealed_up_to())}
+    return {"response_type": audience,
+            "text": messages.audit_trail(incident, records, audit.head(), audit.sealed_up_to())}
 
 
 def _button(book: ApprovalBook, connection: Redis, slack: Slack, verb: str):

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from bot.app import submit
-from chat.directory import approver_group
+from chat.directory import approver_group, responder_group
 from chat.slack import slack_client
 from core.approvals import ENDED, book_from_settings
 from core.audit import trail_for
@@ -34,8 +34,9 @@ def _who(args) -> dict:
 
 
 def _book(settings: Settings, connection):
-    group = approver_group(settings, slack_client(settings)) if settings.slack_bot_token else None
-    return book_from_settings(settings, connection, group, trail_for(settings, connection))
+    client = slack_client(settings) if settings.slack_bot_token else None
+    return book_from_settings(settings, connection, approver_group(settings, client) if client else None, trail_for(settings, connection),
+                              responder_group(settings, client) if client else None)
 
 
 def _channel(settings: Settings, args) -> str:
@@ -52,12 +53,12 @@ def _plain(text: str) -> str:
 
 def run(settings: Settings, connection, args) -> int:
     break_glass = _who(args)
-    if args.user not in settings.responders:
-        print(f"irbot: {args.user} is not on irbot's responder list (IR_RESPONDERS); nothing was run.", file=sys.stderr)
+    book = _book(settings, connection)
+    if not book.is_responder(args.user):
+        print(f"irbot: {args.user} is not on irbot's responder list (IR_RESPONDERS or IR_RESPONDER_GROUP); nothing was run.", file=sys.stderr)
         return 1
     request_id = uuid.uuid4().hex[:12]
     print(request_id)  # first line, for scripts
-    book = _book(settings, connection)
     reply, request = submit(settings, connection, book, {"user_id": args.user, "channel_id": _channel(settings, args), "text": args.text},
                             request_id, break_glass)
     print(_plain(reply["text"]))

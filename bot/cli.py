@@ -10,7 +10,7 @@ from pathlib import Path
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-from core.settings import VARIABLES, ConfigError, Settings, load
+from core.settings import VARIABLES, ConfigError, Settings, check_quorum, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except ConfigError as exc:
-        print(f"irbot: {exc}", file=sys.stderr)
+        print(configuration_problems(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def configuration_problems(exc: ConfigError) -> str:
+    """One line for one problem; for several, all of them, one a line, so one run shows everything to fix."""
+    if len(exc.problems) <= 1:
+        return f"irbot: {exc}"
+    lines = "\n".join(f"  - {problem}" for problem in exc.problems)
+    return (f"irbot: {len(exc.problems)} settings need fixing before irbot can start:\n{lines}\n"
+            "Set them in the environment or the env file (irbot --help lists every variable).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,44 +50,69 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="answer Slack: Socket Mode if SLACK_APP_TOKEN is set, else HTTP on $PORT")
+    serve = commands.add_parser("serve", help="answer Slack: Socket Mode if SLACK_APP_TOKEN is set, else HTTP on $PORT",
+        description=("Answer Slack: /ir commands and button presses, checked and queued within Slack's 3 seconds. Over "
+                     "Socket Mode when SLACK_APP_TOKEN is set, otherwise over HTTP on $PORT (POST /slack/events, GET "
+                     "/healthz, GET /metrics). Needs Redis and at least one `irbot worker`."))
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on in HTTP mode (default 0.0.0.0)")
     serve.set_defaults(run=run_serve)
-    worker = commands.add_parser("worker", help="run an RQ worker for all of irbot's queues")
+    worker = commands.add_parser("worker", help="run an RQ worker for all of irbot's queues",
+        description=("Run an RQ worker for all of irbot's queues: it does the work /ir commands ask for against AWS, "
+                     "stores the evidence, posts the results, and expires requests nobody approved in time. Run one or "
+                     "more beside `irbot serve`."))
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.set_defaults(run=run_worker)
-    demo = commands.add_parser("demo", help="play a scripted incident on a simulated AWS account and Slack; no setup needed")
+    demo = commands.add_parser("demo", help="play a scripted incident on a simulated AWS account and Slack; no setup needed",
+        description=("Play a scripted incident on a simulated AWS account and a fake Slack, printing the channel as it "
+                     "goes. Needs no AWS account, Slack app or Redis."))
     demo.set_defaults(run=run_demo)
-    findings = commands.add_parser("findings", help="post GuardDuty and Security Hub findings from SQS as cards in IR_ALERTS_CHANNEL")
+    findings = commands.add_parser("findings", help="post GuardDuty and Security Hub findings from SQS as cards in IR_ALERTS_CHANNEL",
+        description=("Read GuardDuty and Security Hub findings from the SQS queue $IR_FINDINGS_QUEUE_URL and post those at"
+                     " or above $IR_FINDINGS_MIN_SEVERITY as cards in $IR_ALERTS_CHANNEL. Run exactly one."))
     findings.add_argument("--once", action="store_true", help="handle what is queued now, then exit")
     findings.set_defaults(run=run_findings)
-    audit = commands.add_parser("audit", help="check or export the audit trail")
+    audit = commands.add_parser("audit", help="check or export the audit trail",
+        description=("Check or export irbot's audit trail: hash-chained records in Redis, sealed in batches to the "
+                     "evidence bucket."))
     audit_commands = audit.add_subparsers(title="audit commands", metavar="AUDIT_COMMAND")
-    verify = audit_commands.add_parser("verify", help="recompute the hash chain from Redis and the sealed batches; exit 1 naming the first broken record")
+    verify = audit_commands.add_parser("verify", help="recompute the hash chain from Redis and the sealed batches; exit 1 naming the first broken record",
+        description=("Recompute the audit trail's hash chain from Redis and from the sealed batches in "
+                     "$IR_EVIDENCE_BUCKET; exit 1 naming the first broken record."))
     verify.set_defaults(run=run_audit_verify)
-    export = audit_commands.add_parser("export", help="write an incident's audit records as JSON lines")
-    export.add_argument("--incident", required=True, help="the incident (today: the channel ID)")
+    export = audit_commands.add_parser("export", help="write an incident's audit records as JSON lines",
+                                       description="Write an incident's audit records as JSON lines, oldest first. The incident is "
+                                                   "the declared incident's ID (IR-..., on its card and in /ir audit) or, for work in "
+                                                   "a channel where none was declared, the channel ID. An unknown one exits 1.")
+    export.add_argument("--incident", required=True, metavar="ID",
+                        help="IR-YYYYMMDD-NNN, or the channel ID (C...) where no incident was declared")
     export.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
     export.set_defaults(run=run_audit_export)
     audit.set_defaults(run=lambda args: audit.print_help() or 2)
     glass = "break glass, when Slack is down: the same grammar, responders, two-person rule and audit trail as /ir"
-    run = commands.add_parser("run", help=f"run an /ir command from here ({glass})")
+    run = commands.add_parser("run", help=f"run an /ir command from here ({glass})",
+                              description=f"Run an /ir command from here: {glass}. The story goes to --channel once Slack answers.")
     run.add_argument("text", help='the command as typed after /ir, e.g. "isolate i-0123456789abcdef0"')
     run.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID", help="your Slack user ID (must be in IR_RESPONDERS)")
     run.add_argument("--reason", required=True, help="why Slack can't be used; recorded with every record this causes")
     run.add_argument("--channel", help="the channel that gets the story once Slack answers (default $IR_ALERTS_CHANNEL)")
     run.add_argument("--wait", type=float, default=600, metavar="SECONDS", help="how long to wait for a read-only command to end (default 600)")
     run.set_defaults(run=lambda args: _break_glass("run", args))
-    approve = commands.add_parser("approve", help=f"approve a waiting request from here ({glass})")
+    approve = commands.add_parser("approve", help=f"approve a waiting request from here ({glass})",
+                                  description=f"Approve a waiting request from here, as an approver other than its requester: {glass}.")
     approve.add_argument("request_id", help="the ID `irbot run` or the channel printed")
     approve.add_argument("--as", dest="user", required=True, metavar="SLACK_USER_ID", help="your Slack user ID (an approver, not the requester)")
     approve.add_argument("--reason", required=True, help="why Slack can't be used; recorded with the approval")
     approve.add_argument("--wait", type=float, default=3600, metavar="SECONDS", help="how long to wait for the request to end (default 3600)")
     approve.set_defaults(run=lambda args: _break_glass("approve", args))
-    listing = commands.add_parser("requests", help="list the open requests (planning, waiting for approval, approved, running)")
+    listing = commands.add_parser("requests", help="list the open requests (planning, waiting for approval, approved, running)",
+        description=("Break glass, when Slack is down: list the open requests (planning, waiting for approval, approved, "
+                     "running) with the IDs `irbot approve` takes."))
     listing.set_defaults(run=lambda args: _break_glass("requests", args))
     doctor = commands.add_parser("doctor", help="check this deployment: Slack token and scopes, Redis durability, the evidence bucket's "
-                                                "Object Lock, the findings queue, irbot's IAM permissions, the member accounts")
+                                                "Object Lock, the findings queue, irbot's IAM permissions, the member accounts",
+                                 description="Check this deployment, run where irbot runs (same environment and AWS credentials): the Slack "
+                                             "token and scopes, Redis durability, the evidence bucket's Object Lock, the findings queue, "
+                                             "irbot's IAM permissions and the member accounts. Exit 1 when a check fails.")
     doctor.set_defaults(run=run_doctor)
     policy = commands.add_parser("iam-policy", help="print the least-privilege IAM policy irbot's AWS identity needs (all processes, or one process or action)",
                                  description="Print irbot's IAM policies as JSON: its own role's (all processes, one process, one action), "
@@ -138,6 +172,7 @@ def run_serve(args) -> int:
     from core import logs, metrics
 
     settings = load(os.environ, "serve")
+    check_quorum(settings)
     logs.configure(settings.secrets(), level=settings.log_level)
     log = logs.get_logger("irbot.serve")
     connection = _redis(settings, blocking=False)
@@ -151,19 +186,55 @@ def run_serve(args) -> int:
         print(f"irbot: cannot reach Slack at {settings.slack_api_url} ({type(exc).__name__}); check the network and SLACK_API_URL.", file=sys.stderr)
         return 1
     if settings.socket_mode:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        return _serve_socket_mode(app, connection, settings, args.host, log)
+    from bot.web import http_server
 
-        from bot.web import serve_health_in_background
-
-        serve_health_in_background(connection, settings.port, host=args.host)
-        log.info("serving", mode="socket", health_port=settings.port)
-        SocketModeHandler(app, settings.slack_app_token).start()
-        return 0
-    from bot.web import serve
-
+    try:
+        server = http_server(app, connection, settings.port, host=args.host)
+    except OSError as exc:
+        raise ConfigError(_listen_problem(exc, settings.port, args.host)) from None
     log.info("serving", mode="http", host=args.host, port=settings.port)
-    serve(app, connection, settings.port, host=args.host)
+    server.run()
     return 0
+
+
+def _serve_socket_mode(app, connection, settings: Settings, host: str, log) -> int:
+    import threading
+
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackApiError
+
+    from bot.web import serve_health_in_background
+
+    try:
+        serve_health_in_background(connection, settings.port, host=host)
+    except OSError as exc:
+        raise ConfigError(_listen_problem(exc, settings.port, host)) from None
+    handler = SocketModeHandler(app, settings.slack_app_token)
+    log.info("serving", mode="socket", health_port=settings.port)
+    try:
+        handler.connect()
+    except (BoltError, SlackApiError) as exc:
+        print(f"irbot: Slack did not accept SLACK_APP_TOKEN ({_slack_reason(exc)}); it should be an app-level token with "
+              "connections:write, or leave it unset to serve over HTTP.", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"irbot: cannot open Socket Mode's connection to Slack ({type(exc).__name__}); check the network and SLACK_API_URL.",
+              file=sys.stderr)
+        return 1
+    threading.Event().wait()  # as SocketModeHandler.start does: its client's threads answer Slack
+    return 0
+
+
+def _listen_problem(exc: OSError, port: int, host: str) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return f"PORT {port} is already in use on {host} (another irbot serve, or another program): stop it, or set PORT to a free port."
+    if exc.errno == errno.EACCES:
+        return f"PORT {port} needs privileges irbot does not have: set PORT to 1024 or above."
+    return f"PORT {port}: cannot listen on {host} ({exc.strerror or type(exc).__name__}); set PORT or --host to an address this host has."
 
 
 def _slack_reason(exc: Exception) -> str:
@@ -262,18 +333,34 @@ def run_audit_verify(args) -> int:
 
 def run_audit_export(args) -> int:
     from core.audit import AuditTrail
+    from core.incidents import CHANNEL_ID, DECLARED_ID, WHICH_ID, IncidentBook
 
+    incident = args.incident.strip()
+    if not (DECLARED_ID.fullmatch(incident) or CHANNEL_ID.fullmatch(incident)):
+        raise ConfigError(f"--incident {incident!r} is not an incident ID: give {WHICH_ID}.")
     settings = load(os.environ, "audit")
     if not settings.redis_url:
         raise ConfigError("REDIS_URL is not set: it should hold where the audit trail lives, e.g. redis://localhost:6379/0.")
-    records = AuditTrail(_redis(settings, blocking=False)).for_incident(args.incident)
+    connection = _redis(settings, blocking=False)
+    records = AuditTrail(connection).for_incident(incident)
+    declared = None if DECLARED_ID.fullmatch(incident) else IncidentBook(connection).for_channel(incident)
+    if not records:
+        if declared:
+            print(f"irbot: {incident} is the channel of incident {declared.id}, whose records carry its ID: "
+                  f"irbot audit export --incident {declared.id}", file=sys.stderr)
+        else:
+            print(f"irbot: the audit trail has no incident {incident}: give {WHICH_ID}.", file=sys.stderr)
+        return 1
     lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
     if args.output == "-":
         sys.stdout.write(lines)
     else:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(lines)
-    print(f"{len(records)} records of {args.incident} exported", file=sys.stderr)
+    print(f"{len(records)} records of {incident} exported", file=sys.stderr)
+    if declared:
+        # Work done in the channel before the incident was declared there keeps the channel's ID.
+        print(f"  (the incident declared in this channel later, {declared.id}, has its own records: --incident {declared.id})", file=sys.stderr)
     return 0
 
 
@@ -309,7 +396,7 @@ def run_doctor(args) -> int:
     from bot import doctor
     from core import logs
 
-    settings = load(os.environ, "doctor")  # a malformed variable is still one sentence and exit 2; a missing one is a failed check
+    settings = load(os.environ, "doctor")  # malformed variables are still one line each and exit 2; a missing one is a failed check
     logs.configure(settings.secrets(), level="WARNING")
     results = doctor.run(settings)
     for result in results:

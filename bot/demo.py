@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bot import transcript
+
 DEMO_TOKEN = "xoxb-000000000000-000000000000-irbotdemotokenxxxxxxxxxx"
 DEMO_SECRET = "demo-signing-secret-0123456789abcdef"
 CHANNEL = "C0DEMOINC1"
@@ -47,6 +49,8 @@ def run(out=None) -> int:
     from core.settings import load
 
     slack = FakeSlack(DEMO_TOKEN).start()
+    # What users.info says of them, so the report names people ("Alice (U0…)") as in a real workspace.
+    slack.users.update({user_id: {"real_name": name.title()} for user_id, name in PEOPLE.items()})
     workdir = tempfile.TemporaryDirectory(prefix="irbot-demo-")
     sshd, why_not = _start_sshd(Path(workdir.name))
     os.environ.update(
@@ -115,7 +119,6 @@ def run(out=None) -> int:
                 print(f"(No memory scene: {why_not}. The rest of the demo goes on.)", file=out)
             scene.say("alice", "/ir audit")
             scene.say("bob", "/ir status")
-            scene.say("alice", "/ir report")
             scene.say("alice", "/ir close --summary web-1 isolated and imaged; ci-deploy's leaked key revoked.")
             scene.title(f"Scene: the organization — later, GuardDuty (delegated to irbot's account) reports a miner in member account\n"
                         f"{MEMBER} (payments). bob acts from the card in #alerts; its Isolate button acts in that account,\n"
@@ -262,6 +265,9 @@ class Scene:
         self.clock = time.strftime("%H:%M")
         self.channel = ALERTS
         self.names = {ALERTS: "alerts", CHANNEL: "incident-web-1"}
+        self.in_thread: set[str] = set()  # thread replies' ts, so a redraw of one is shown as one
+        self.drawn: dict[str, str] = {}  # each message's text as last shown
+        self.pinned = ""  # the incident card's ts
 
     def finding_arrives(self, event: dict, connection) -> None:
         """EventBridge puts the finding on the SQS queue; `irbot findings` turns it into a card."""
@@ -306,12 +312,12 @@ class Scene:
              "response_url": self.slack.response_url(user), "trigger_id": "demo"}
         )
         response = self._dispatch(body)
-        reply = _json(response.body)
+        reply = transcript.answer(response.body)
         if response.status != 200:
             self._line("irbot", f"(HTTP {response.status})")
         elif reply.get("text"):
             private = reply.get("response_type") != "in_channel"
-            self._line("irbot" + (f" (only {user} sees this)" if private else ""), reply["text"])
+            self._line("irbot" + (f" (only {user} sees this)" if private else ""), transcript.folded(reply["text"]) if private else reply["text"])
         self._settle()
 
     def click(self, user: str, action_id: str, request_id: str) -> None:
@@ -356,17 +362,36 @@ class Scene:
         calls = self.slack.calls[self.seen:]
         # A message redrawn many times (a card, a progress report) is shown once, as it ended up.
         last_update = {c.params.get("ts"): i for i, c in enumerate(calls) if c.method == "chat.update"}
+        posted_here = {c.params.get("ts") for c in calls if c.method == "chat.postMessage"}  # shown at the post, as they ended up
         for i, call in enumerate(calls):
             channel = call.params.get("channel")
             name = self.names.get(channel) or self.slack.channels.get(channel, {}).get("name", channel)
             where = "" if channel in (None, self.channel) else f" in #{name}"
+            ts = call.params.get("ts")
             if call.method == "chat.postMessage":
-                self._line("irbot" + where, _readable(self._channels(call.params.get("text", ""))))
-            elif call.method == "chat.update" and last_update.get(call.params.get("ts")) == i:
-                self._line(f"irbot (updates its message{where})", _readable(call.params.get("text", "")))
+                if call.params.get("thread_ts"):
+                    self.in_thread.add(ts)
+                shown = calls[last_update[ts]].params if ts in last_update else call.params  # posted, then redrawn: as it ended up
+                text = transcript.readable(self._channels(shown.get("text", "")))
+                self.drawn[ts] = text
+                if call.params.get("thread_ts"):
+                    self._reply_line(where, text)
+                else:
+                    self._line("irbot" + where, text)
+            elif call.method == "chat.update" and last_update.get(ts) == i and ts not in posted_here:
+                text = transcript.readable(call.params.get("text", ""))
+                if ts == self.pinned:
+                    # The pinned card is edited in place, silently: what changed on it is what a reader notices.
+                    self._line(f"irbot (updates the pinned incident card{where})", " · ".join(transcript.changed(self.drawn.get(ts, ""), text)))
+                elif ts in self.in_thread:
+                    self._reply_line(where, transcript.redrawn(self.drawn.get(ts, ""), text), updated=True)
+                else:
+                    self._line(f"irbot (updates its message{where})", text)
+                self.drawn[ts] = text
             elif call.method == "conversations.create":
                 self._line("irbot", f"(creates the {'private' if call.params.get('is_private') in (True, 'true', '1', 'True') else 'public'} channel #{call.params.get('name')} and invites the responders)")
             elif call.method == "pins.add":
+                self.pinned = call.params.get("timestamp")
                 self._line("irbot", "(pins the incident card)")
             elif call.method == "files.completeUploadExternal":
                 import json
@@ -376,7 +401,7 @@ class Scene:
                     preview = "\n".join(body[:6] + [f"… ({len(body)} lines in all)"])
                     self._line("irbot", f"(uploads the file \"{upload.get('title')}\")\n{preview}")
             elif call.method == "chat.postEphemeral":
-                self._line(f"irbot (only {PEOPLE.get(call.params.get('user'), '?')} sees this)", _readable(call.params.get("text", "")))
+                self._line(f"irbot (only {PEOPLE.get(call.params.get('user'), '?')} sees this)", transcript.readable(call.params.get("text", "")))
         calls = self.slack.calls
         self.seen = len(calls)
 
@@ -408,41 +433,22 @@ class Scene:
     def _channels(self, text: str) -> str:
         return re.sub(r"<#(\w+)>", lambda m: "#" + self.slack.channels.get(m.group(1), {}).get("name", m.group(1)), text)
 
-    def _line(self, who: str, text: str) -> None:
+    def _reply_line(self, where: str, text: str, *, updated: bool = False) -> None:
+        """A reply in a message's thread: indented under the channel's messages, as Slack folds it away."""
+        self._line(f"    ↳ in thread{where}: irbot" + (" (updates its reply)" if updated else ""), text, indent=" " * 12)
+
+    def _line(self, who: str, text: str, *, indent: str = " " * 8) -> None:
         text = _mentions(text)
         first, *rest = text.splitlines() or [""]
         width = 100
         print(f"[{self.clock}] {who}: " + first, file=self.out)
         for line in rest:
-            print(textwrap.indent(textwrap.shorten(line, width=width * 3, placeholder=" …") if len(line) > width * 3 else line, "        "), file=self.out)
+            print(textwrap.indent(textwrap.shorten(line, width=width * 3, placeholder=" …") if len(line) > width * 3 else line, indent), file=self.out)
 
 
 def _user_id(name: str) -> str:
     return next(k for k, v in PEOPLE.items() if v == name)
 
 
-EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_mark:": "✅", ":x:": "❌", ":no_entry:": "⛔",
-         ":heavy_multiplication_x:": "✖", ":alarm_clock:": "⏰", ":small_blue_diamond:": "🔹", ":ballot_box_with_check:": "☑",
-         ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍", ":hourglass:": "⌛", ":brain:": "🧠",
-         ":electric_plug:": "🔌", ":arrow_down:": "⬇", ":large_blue_circle:": "🔵", ":large_yellow_circle:": "🟡",
-         ":large_orange_circle:": "🟠", ":red_circle:": "🔴", ":white_circle:": "⚪"}
-
-
-def _json(body: str) -> dict:
-    import json
-
-    try:
-        return json.loads(body) if body else {}
-    except ValueError:
-        return {"text": body}
-
-
 def _mentions(text: str) -> str:
     return re.sub(r"<@(\w+)>", lambda m: "@" + PEOPLE.get(m.group(1), m.group(1)), text)
-
-
-def _readable(text: str) -> str:
-    """Presigned links are long; the transcript shows where they point, not the signature."""
-    for code, symbol in EMOJI.items():
-        text = text.replace(code, symbol)
-    return re.sub(r"https?://\S+?/(\S+?)\?\S+", lambda m: f"<link to {m.group(1).rsplit('/', 1)[-1]}>", text)

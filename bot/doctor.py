@@ -34,7 +34,7 @@ from findings.consumer import dead_letter_queue, queue_region
 # The Slack app's bot scopes, as manifest.yml grants them (the manifest isn't shipped with the package;
 # tests/test_doctor.py keeps the two the same).
 BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read", "groups:write", "channels:manage",
-              "pins:write", "files:write")
+              "pins:write", "files:write", "users:read")
 
 # What the doctor itself calls. The account checks go through actions.accounts, under its own declarations.
 # Not in `irbot iam-policy`: no irbot process calls these. All but iam:SimulatePrincipalPolicy are in irbot's

@@ -9,7 +9,9 @@ from datetime import date, datetime, timezone
 
 import actions
 from actions import targets as target_rules  # not `targets`: parse() has a list of that name
+from actions.accounts import partition
 from actions.registry import ACCOUNT, REGION, TARGETS, Option
+from core.incidents import SEVERITIES
 
 MAX_LENGTH = 1000
 
@@ -29,22 +31,48 @@ class UsageError(Exception):
 class Spec:
     name: str
     summary: str
-    target: str | None = None  # "instance", "access-key", "memory-target", "title"
+    target: str | None = None  # "instance", "access-key", "memory-target", "title", "command"
     many: bool = False
     options: tuple[Option, ...] = ()
+    optional: bool = False  # the target may be left out
 
     @property
     def usage(self) -> str:
         parts = [f"/ir {self.name}"]
         if self.target:
-            parts.append(f"<{TARGET_WORDS[self.target]}>" + ("..." if self.many or self.target == "title" else ""))
+            word = f"<{TARGET_WORDS[self.target]}>" + ("..." if self.many or self.target in ("title", "text") else "")
+            parts.append(f"[{word}]" if self.optional else word)
         parts += [f"[{o.name}{' ' + o.takes if o.takes else ''}]" for o in self.options]
         return " ".join(parts)
 
 
-TARGET_WORDS = {kind: word for kind, (word, _) in TARGETS.items()} | {"title": "title"}
-TARGET_EXAMPLES = {kind: example for kind, (_, example) in TARGETS.items()} | {"title": "Crypto miner on web-1"}
-SEVERITIES = ("low", "medium", "high", "critical")
+# The bot's own kinds of argument: an incident's title, a person, a severity, free text (an update), a command (help).
+TARGET_WORDS = {kind: word for kind, (word, _) in TARGETS.items()} | {"title": "title", "user": "person", "severity": "low|medium|high|critical",
+                                                                     "text": "text", "command": "command"}
+TARGET_EXAMPLES = {kind: example for kind, (_, example) in TARGETS.items()} | {
+    "title": "Crypto miner on web-1", "user": "U0123ABCDEF", "severity": "high", "text": "web-1 is isolated; no data left the VPC",
+    "command": "collect"}
+# A person as Slack sends a mention (<@U…> or <@U…|name>), or their member ID as typed.
+MENTION = re.compile(r"^<@(?P<id>[UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$|^(?P<bare>[UW][A-Z0-9]{2,20})$")
+UPDATE_LENGTH = 900
+# What each option does, for `/ir help <command>`; a flag without an entry here is explained by its own `says`.
+OPTION_HELP = {
+    "--region": "the AWS region to act in (default: the worker's AWS_REGION)",
+    "--account": "the 12-digit AWS account to act in (default: IR_DEFAULT_ACCOUNT, else irbot's own)",
+    "--dry-run": "work out and show the plan, change nothing (so no approval is needed)",
+    "--since": "how far back to look, a date (default: 30 days ago)",
+    "--accounts": "search these accounts (comma-separated), or `all` the accounts irbot may act in",
+    "--copy-to-kms": "also copy each snapshot, encrypted with this KMS key (key ID, ARN or alias/NAME)",
+    "--delete": "delete the key after deactivating it: it can't be made active again",
+    "--stop": "stop the instance at the end (never after a failed memory capture)",
+    "--public": "reach instances at their public IP address, not their private one",
+    "--severity": "the incident's severity (default: medium)",
+    "--summary": "a closing summary: the rest of the line",
+}
+# What an example adds after the target, where the target alone shows too little.
+EXAMPLE_TAILS = {"declare": "--severity high", "close": "--summary web-1 isolated and imaged", "hunt-key": "--since 2026-11-01",
+                 "memory": "ec2-user@10.0.1.5:22"}
+SHARE = Option("--share")  # an answer shown to the channel instead of to the asker alone
 
 
 def _action_spec(action: actions.ActionSpec) -> Spec:
@@ -55,14 +83,19 @@ def _action_spec(action: actions.ActionSpec) -> Spec:
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in (
-        Spec("help", "list the commands"),
+        Spec("help", "list the commands, or explain one", "command", optional=True),
         *(_action_spec(a) for a in actions.REGISTRY.values()),
         Spec("declare", "declare an incident: its own channel, with a pinned card that keeps itself up to date", "title",
              options=(Option("--severity", "low|medium|high|critical", "severity"),)),
-        Spec("status", "show this incident's card"),
-        Spec("audit", "show this incident's audit trail"),
+        Spec("status", "show this incident's card (to you alone; `--share`: to the channel)", options=(SHARE,)),
+        Spec("audit", "show this incident's audit trail (to you alone; `--share`: to the channel)", options=(SHARE,)),
         Spec("report", "build the incident report (timeline, actions, evidence, approvals) and upload it here"),
-        Spec("close", "close this incident", options=(Option("--summary", "TEXT", "text", rest=True),)),
+        Spec("close", "close this incident; requests still waiting for approval are cancelled",
+             options=(Option("--summary", "TEXT", "text", rest=True),)),
+        Spec("reopen", "open this closed incident again, so it takes new work"),
+        Spec("commander", "make someone this incident's commander", "user"),
+        Spec("severity", "change this incident's severity: low, medium, high or critical", "severity"),
+        Spec("update", "post an update on this incident here (and to IR_UPDATES_CHANNEL when set), kept in its timeline", "text"),
     )
 }
 
@@ -86,13 +119,52 @@ def help_text(available=frozenset(SPECS), gated=frozenset()) -> str:
         lines.append(f"• `{spec.usage}` — {spec.summary}{approval}{soon}")
     lines.append("Targets: an instance ID like `i-0123456789abcdef0`, an access key ID like `AKIAIOSFODNN7EXAMPLE`, or for memory `user@host[:port]`.")
     lines.append("`--region R` and `--account ACCOUNT` work on every AWS command; without them the worker's default region and account are used.")
+    lines.append("`/ir help <command>` explains one command, with an example; `/ir` alone opens a form to pick a command and fill it in.")
     return "\n".join(lines)
+
+
+def example(spec: Spec) -> str:
+    """A command line that works, for help and for sentences about mistakes."""
+    words = [f"/ir {spec.name}"]
+    if spec.target:
+        words.append(TARGET_EXAMPLES[spec.target].split(" or ")[0])
+    if spec.name in EXAMPLE_TAILS:
+        words.append(EXAMPLE_TAILS[spec.name])
+    return " ".join(words)
+
+
+def explain(name: str, gated=frozenset()) -> str:
+    """`/ir help <command>`: what the command does, its usage, each option, and an example."""
+    spec = SPECS[name]
+    lines = [f"*`/ir {spec.name}`* — {spec.summary}.", f"Usage: `{spec.usage}`"]
+    if spec.name in gated:
+        lines.append("It needs approval by a second person (an approver other than you), except with `--dry-run`.")
+    if spec.target:
+        lines.append(f"`<{TARGET_WORDS[spec.target]}>`: {TARGET_HINTS[spec.target]}")
+    for option in spec.options:
+        said = OPTION_HELP.get(option.name) or option.says.format(value=option.takes or "")
+        lines.append(f"• `{option.name}{' ' + option.takes if option.takes else ''}` — {said}")
+    lines.append(f"Example: `{example(spec)}`")
+    return "\n".join(lines)
+
+
+TARGET_HINTS = {
+    "instance": "an EC2 instance ID, like `i-0123456789abcdef0`",
+    "access-key": "an AWS access key ID, like `AKIAIOSFODNN7EXAMPLE` (a user's key) or `ASIA…` (a temporary one)",
+    "memory-target": "one or more hosts: an instance ID (`i-0123456789abcdef0`) or `user@host[:port]` (`ec2-user@10.0.1.5:22`)",
+    "title": "the incident's title, in words (under 80 characters)",
+    "command": "a command's name, like `collect`",
+    "user": "a person: mention them (`@name`, sent by Slack as a mention) or give their member ID, like `U0123ABCDEF`",
+    "severity": "low, medium, high or critical",
+    "text": "the update, in words: the rest of the line",
+}
 
 
 def parse(text: str) -> Command:
     """Parse the text after ``/ir``; raises UsageError with the sentence to show."""
     if len(text) > MAX_LENGTH:
         raise UsageError(f"That command is {len(text)} characters long; /ir commands are short, like `/ir collect i-0123456789abcdef0`. See `/ir help`.")
+    as_typed = text
     for dash, plain in DASHES.items():
         text = text.replace(dash, plain)
     words = text.split()
@@ -106,6 +178,8 @@ def parse(text: str) -> Command:
         hint = f" Did you mean `/ir {close[0]}`?" if close else ""
         raise UsageError(f"`{_show(words[0])}` is not an /ir command.{hint} `/ir help` lists them all.")
 
+    if spec.target == "text":
+        return Command(name, (_free_text(spec, as_typed),))
     targets: list[str] = []
     options: dict = {}
     by_name = {o.name: o for o in spec.options}
@@ -143,13 +217,28 @@ def parse(text: str) -> Command:
         targets = [title]
     if spec.target is None and targets:
         raise UsageError(f"`/ir {name}` takes no arguments. Usage: `{spec.usage}`.")
-    if spec.target and not targets:
+    if spec.target and not targets and not spec.optional:
         raise UsageError(f"`/ir {name}` needs {_article(TARGET_WORDS[spec.target])}, e.g. `/ir {name} {TARGET_EXAMPLES[spec.target].split(' or ')[0]}`. Usage: `{spec.usage}`.")
     if spec.target and not spec.many and len(targets) > 1:
         raise UsageError(f"`/ir {name}` takes one {TARGET_WORDS[spec.target]} at a time. Usage: `{spec.usage}`.")
     if len(set(targets)) != len(targets):
         raise UsageError(f"A target is named twice. Usage: `{spec.usage}`.")
     return Command(name, tuple(targets), options)
+
+
+PARTITION_NAMES = {"aws": "AWS", "aws-cn": "AWS China", "aws-us-gov": "AWS GovCloud (US)"}
+
+
+def check_partition(command: Command, home_region: str | None) -> None:
+    """A region of another partition than irbot's own (its AWS_REGION's) can't be reached with irbot's credentials:
+    said now, as a sentence, rather than "not found" from the worker later."""
+    asked = command.options.get("region")
+    if not asked or not home_region or partition(asked) == partition(home_region):
+        return
+    theirs, ours = partition(asked), partition(home_region)
+    raise UsageError(f"`--region {asked}` is in {PARTITION_NAMES.get(theirs, theirs)} ({theirs}), but irbot's credentials are for "
+                     f"{PARTITION_NAMES.get(ours, ours)} ({ours}, region {home_region}), which can't reach it. Give a region of {ours}, "
+                     f"e.g. `--region {home_region}`, or ask in an irbot that runs in {theirs}.")
 
 
 def button_command(name: str, target, region, account=None) -> Command:
@@ -166,9 +255,39 @@ def button_command(name: str, target, region, account=None) -> Command:
     return Command(spec.name, (_target(spec, target),), options)
 
 
+def _free_text(spec: Spec, as_typed: str) -> str:
+    """Everything after the command's name, as typed (dashes, options-looking words and line breaks kept)."""
+    parts = as_typed.strip().split(None, 1)
+    text = parts[1].strip() if len(parts) > 1 else ""
+    if not text:
+        raise UsageError(f"`/ir {spec.name}` needs the {TARGET_WORDS[spec.target]} to post, e.g. `/ir {spec.name} {TARGET_EXAMPLES[spec.target]}`.")
+    if len(text) > UPDATE_LENGTH:
+        raise UsageError(f"That update is {len(text)} characters long; keep it under {UPDATE_LENGTH} (the report and the evidence hold the detail).")
+    return text
+
+
 def _target(spec: Spec, word: str) -> str:
     if spec.target is None:
         raise UsageError(f"`/ir {spec.name}` takes no arguments. Usage: `{spec.usage}`.")
+    if spec.target == "user":
+        match = MENTION.match(word)
+        if match:
+            return match["id"] or match["bare"]
+        if word.startswith("@"):
+            # The slash command reaches irbot unescaped (manifest.yml: should_escape false), so a name is only text.
+            raise UsageError(f"`{_show(word)}` reached irbot as a name, which it can't look up: give the person's member ID "
+                             "(their Slack profile → ⋮ → Copy member ID), e.g. `/ir commander U0123ABCDEF`.")
+        raise UsageError(f"`{_show(word)}` is not a Slack person: give their member ID, e.g. `/ir commander U0123ABCDEF`. Usage: `{spec.usage}`.")
+    if spec.target == "severity":
+        if word.lower() not in SEVERITIES:
+            raise UsageError(f"`{_show(word)}` is not a severity: use one of {', '.join(SEVERITIES)}, e.g. `/ir severity high`.")
+        return word.lower()
+    if spec.target == "command":
+        if word.lower() in SPECS:
+            return word.lower()
+        close = difflib.get_close_matches(word.lower(), SPECS, n=1, cutoff=0.6)
+        hint = f" Did you mean `/ir help {close[0]}`?" if close else ""
+        raise UsageError(f"`{_show(word)}` is not an /ir command.{hint} `/ir help` lists them all.")
     if spec.target in ("instance", "memory-target") and target_rules.instance_id(word):
         return target_rules.instance_id(word)
     if spec.target == "instance":

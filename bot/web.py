@@ -85,11 +85,18 @@ def wsgi_app(app: App, connection: Redis):
     return health_app(connection, refuse_oversized(SlackRequestHandler(app, path=EVENTS_PATH)))
 
 
-def serve(app: App, connection: Redis, port: int, host: str = "0.0.0.0") -> None:
+def listen(application, port: int, host: str, threads: int, **options):
+    """A waitress server bound to ``host:port`` now, in this thread, so a busy port is an OSError here
+    (the caller turns it into a sentence) and not a traceback from a thread."""
     import waitress
 
-    waitress.serve(wsgi_app(app, connection), host=host, port=port, threads=8, ident="irbot", clear_untrusted_proxy_headers=True,
-                   max_request_body_size=MAX_BODY_BYTES)
+    return waitress.create_server(application, host=host, port=port, threads=threads, ident="irbot",
+                                  max_request_body_size=MAX_BODY_BYTES, **options)
+
+
+def http_server(app: App, connection: Redis, port: int, host: str = "0.0.0.0"):
+    """HTTP mode's server, bound; ``.run()`` serves."""
+    return listen(wsgi_app(app, connection), port, host, 8, clear_untrusted_proxy_headers=True)
 
 
 def serve_health_in_background(connection: Redis, port: int, host: str = "0.0.0.0") -> None:
@@ -97,7 +104,5 @@ def serve_health_in_background(connection: Redis, port: int, host: str = "0.0.0.
     scrapes GET /metrics, on $PORT."""
     import threading
 
-    import waitress
-
-    threading.Thread(target=waitress.serve, args=(health_app(connection),), daemon=True, name="healthz",
-                     kwargs={"host": host, "port": port, "threads": 2, "ident": "irbot", "max_request_body_size": MAX_BODY_BYTES}).start()
+    server = listen(health_app(connection), port, host, 2)
+    threading.Thread(target=server.run, daemon=True, name="healthz").start()

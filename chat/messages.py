@@ -8,9 +8,8 @@ import textwrap
 
 import actions
 from actions import targets
-from actions.artefacts import Result
-from core.evidence import Protection, StoredObject
-from core.request import CommandRequest, place
+from actions.words import count, plural
+from core.request import CommandRequest, place, scope
 
 
 def escape(text: str) -> str:
@@ -55,6 +54,25 @@ def fit(text: str, limit: int) -> str:
     return cut + "…"
 
 
+def _times(n) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+SHORT = 12
+_DIGEST = re.compile(r"\b([0-9a-f]{%d})[0-9a-f]{%d}\b" % (SHORT, 64 - SHORT))
+
+
+def short(digest: str | None) -> str:
+    """A sha256 as messages show it: its first 12 hex characters (the full one is in the object's metadata, the
+    stored object and the report)."""
+    return f"{digest[:SHORT]}…" if digest else "?"
+
+
+def shorten_digests(text: str) -> str:
+    """Every full sha256 in ``text`` cut to its first 12 hex characters (step details and notes carry them)."""
+    return _DIGEST.sub(lambda m: f"{m.group(1)}…", text)
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -62,33 +80,6 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def evidence_saved(request: CommandRequest, result: Result, stored: list[StoredObject], protection: Protection, bucket: str, prefix: str) -> tuple[str, list[dict]]:
-    head = (
-        f"Evidence from {escape(result.target)} ({escape(place(request.options.get('account'), result.region))}) collected for <@{request.user_id}>: "
-        f"{len(stored)} objects in s3://{bucket}/{escape(prefix)}, {protection.describe(bucket)}."
-    )
-    lines = [f"• {escape(o.name)} — {human_size(o.size)} — sha256 {o.sha256} — {o.url}" for o in stored]
-    notes = [f"⚠️ {escape(n)}" for n in result.notes]
-    text = "\n".join([head, *lines, *notes])
-
-    blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":mag: *Evidence collected* from `{escape(result.target)}` ({escape(place(request.options.get('account'), result.region))}) for <@{request.user_id}>"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`s3://{bucket}/{escape(prefix)}` · {protection.describe(bucket)} · request `{request.id}`"}]},
-    ]
-    if not protection.locked:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f":warning: *Evidence is not write-protected*: bucket `{bucket}` has no Object Lock."}})
-    for o in stored:
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*<{o.url}|{escape(o.name)}>* · {human_size(o.size)}\nsha256 `{o.sha256}`"},
-            }
-        )
-    for note in notes:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
-    return text, blocks[:50]
 
 
 def failed(request: CommandRequest, sentence: str) -> tuple[str, list[dict]]:
@@ -130,25 +121,36 @@ def step_lines(steps: list[dict]) -> list[str]:
     ]
 
 
+def outcome_counts(steps: list[dict]) -> str:
+    """'12 steps: 8 done, 1 already so, 3 skipped' — where a request's steps ended, in one line."""
+    counts: dict[str, int] = {}
+    for step in steps:
+        counts[step["outcome"]] = counts.get(step["outcome"], 0) + 1
+    listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+    return f"{len(steps)} step{'s' if len(steps) != 1 else ''}: {listed}" if steps else ""
+
+
 def approval_card(pending) -> tuple[str, list[dict]]:
-    """The one message a gated request lives in, drawn for its current state."""
+    """The one top-level message a gated request lives in, drawn for its current state: what is asked, by whom,
+    where it stands and how it ended, with Approve / Deny / Cancel while it waits. The plan and the steps are in
+    its thread (see chat.threads)."""
     request = pending.request
     command = headline(request.command, request.targets, request.options)
-    region = place(request.options.get("account"), request.region)
+    where = escape(scope(request.command, request.targets, request.options.get("account"), request.region, accounts=request.options.get("accounts")))
     heading = STATE_HEADINGS.get(pending.state, pending.state)
     status = _status_line(pending)
-    plan = step_lines(pending.steps or pending.plan)
-    plan_title = "Steps" if pending.steps else "Plan (dry run, nothing changed yet)"
+    outcome = _outcome(pending)
 
-    text = "\n".join([f"{heading}: {command} in {escape(region)}, requested by <@{request.user_id}> (request {pending.id}).", status, *plan])
+    text = "\n".join([f"{heading}: {command} {where}, requested by <@{request.user_id}> (request {pending.id}).",
+                      " ".join(p for p in (status, outcome.split("\n", 1)[0]) if p), *outcome.split("\n")[1:]])
     blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: {command} in {escape(region)}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{heading}*: {command} {where}"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"requested by <@{request.user_id}> · incident `{escape(request.incident or request.channel_id)}` · request `{pending.id}`"
             f" · expires <!date^{int(pending.expires_at)}^{{time}}|{_when(pending.expires_at)}>")}]},
     ]
-    if plan:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*{plan_title}*\n" + "\n".join(plan)[:2900]}})
+    if outcome:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": fit(outcome, 3000)}})
     if pending.state == "pending":
         blocks.append({
             "type": "actions",
@@ -157,17 +159,29 @@ def approval_card(pending) -> tuple[str, list[dict]]:
                 {"type": "button", "action_id": "ir_approve", "style": "primary", "value": pending.id,
                  "text": {"type": "plain_text", "text": "Approve"},
                  "confirm": {"title": {"type": "plain_text", "text": "Approve this action?"},
-                             "text": {"type": "mrkdwn", "text": f"{command} will run against AWS in {escape(region)} as soon as the quorum is reached."[:300]},
+                             "text": {"type": "mrkdwn", "text": f"{command} will run {where} as soon as the quorum is reached."[:300]},
                              "confirm": {"type": "plain_text", "text": "Approve"}, "deny": {"type": "plain_text", "text": "Back"}}},
                 {"type": "button", "action_id": "ir_deny", "style": "danger", "value": pending.id, "text": {"type": "plain_text", "text": "Deny"}},
                 {"type": "button", "action_id": "ir_cancel", "value": pending.id, "text": {"type": "plain_text", "text": "Cancel (requester)"}},
             ],
         })
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
-    for line in pending.note.splitlines()[:15]:
-        mark = "" if line.startswith(("Saved ", "Audit records")) else "⚠️ "
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mark + escape(line)[:2900]}]})
-    return text + ("\n" + escape(pending.note) if pending.note else ""), blocks
+    return text, blocks
+
+
+def _outcome(pending) -> str:
+    """The card's one or two lines about the plan or the steps (each of them is in the thread), and why it failed."""
+    steps = pending.steps or pending.plan
+    lines = []
+    if steps:
+        what = "Steps" if pending.steps else "Plan (dry run, nothing changed yet)"
+        lines.append(f"{what}: {outcome_counts(steps)} — each in the thread.")
+    failed = [s for s in pending.steps if s["outcome"] == "failed"]
+    lines += [f"{OUTCOME_MARKS['failed']} {escape(s['title'])}: {escape(s.get('detail') or '')}" for s in failed[:2]]
+    if pending.state in ("failed", "cancelled") and pending.note and not failed:
+        # why it failed, or why irbot cancelled it (its incident was closed)
+        lines.append(f"⚠️ {escape(shorten_digests(pending.note.splitlines()[0]))}")
+    return "\n".join(lines)
 
 
 def _status_line(pending) -> str:
@@ -188,39 +202,41 @@ def _status_line(pending) -> str:
     return f"{pending.state.capitalize()}."
 
 
-def steps_report(request: CommandRequest, steps: list[dict], region: str, *, state: str, notes=()) -> tuple[str, list[dict]]:
-    """An action that runs in steps: redrawn as each finishes, then with the outcome and notes."""
-    command = headline(request.command, request.targets, request.options)
-    region = place(request.options.get("account"), region)
-    lines = step_lines(steps)
-    notes = [f"⚠️ {escape(n)}" if not n.startswith("Saved ") else escape(n) for n in notes]
-    text = "\n".join([f"{state}: {command} in {escape(region)}, for <@{request.user_id}>.", *lines, *notes])
-    blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{state}*: {command} in {escape(region)}"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "Starting…"}},
-        *({"type": "context", "elements": [{"type": "mrkdwn", "text": n[:2900]}]} for n in notes[:20]),
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]},
-    ]
-    return text, blocks
-
-
 FINDING_BUTTONS = {"instance": (("isolate", "Isolate", "danger"), ("stop", "Stop", None)), "access-key": (("revoke-key", "Revoke key", "danger"),)}
+
+
+def finding_line(finding: dict) -> str:
+    """One finding in a line (raw words escaped): what, where, why it was found."""
+    origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
+    return escape(f"{finding['kind']} {finding['id']} in {place(finding.get('account'), finding['region'])}, {origin}: {finding['detail']}")
+
+
+def finding_buttons(request: CommandRequest, finding: dict) -> list[dict]:
+    """The buttons that act on a finding (each opens an approval request), only the ones irbot would take typed."""
+    region = finding["region"] if finding["region"] != "global" else None
+    return [b for offered in FINDING_BUTTONS.get(finding["kind"], ())
+            if (b := request_button(*offered, finding["id"], region, finding.get("account") or request.options.get("account")))]
+
+
+def request_button_blocks(request: CommandRequest, finding: dict) -> list[dict]:
+    """A finding as a line of a summary, with its buttons."""
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": fit(f"• {finding_line(finding)}", 3000)}}]
+    buttons = finding_buttons(request, finding)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    return blocks
 
 
 def finding_card(request: CommandRequest, finding: dict) -> tuple[str, list[dict]]:
     """One suspicious resource, with the buttons that act on it (each opens an approval request)."""
     origin = "made by the key (CloudTrail)" if finding["by_key"] else "made since the leak date"
     title = f"{finding['kind']} `{finding['id']}` in {place(finding.get('account'), finding['region'])}"
-    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: {finding['kind']} {finding['id']} in "
-                  f"{place(finding.get('account'), finding['region'])}, "
-                  f"{origin}: {finding['detail']}")
+    text = escape(f"Finding of /ir {request.command} {' '.join(request.targets)}: ") + finding_line(finding)
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": fit(f":mag: *{escape(title)}* — {origin}\n{escape(finding['detail'])} · created "
                                                                    f"{escape(str(finding.get('created') or '?'))}", 3000)}},
     ]
-    region = finding["region"] if finding["region"] != "global" else None
-    buttons = [b for offered in FINDING_BUTTONS.get(finding["kind"], ())
-               if (b := request_button(*offered, finding["id"], region, finding.get("account") or request.options.get("account")))]
+    buttons = finding_buttons(request, finding)
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"from request `{request.id}` · each button asks for approval like the command would"}]})
@@ -245,16 +261,16 @@ def request_button(command: str, label: str, style: str | None, target: str, reg
 
 def audit_trail(incident: str, records: list[dict], head: tuple[int, str], sealed: int, limit: int = 40) -> str:
     shown = records[-limit:]
-    lines = [f"*Audit trail of {escape(incident)}* ({len(records)} records, newest last)"]
+    lines = [f"*Audit trail of {escape(incident)}* ({count(len(records), 'record')}, newest last)"]
     if len(records) > limit:
-        lines.append(f"_{len(records) - limit} earlier records: `irbot audit export --incident {escape(incident)}`_")
+        lines.append(f"_{count(len(records) - limit, 'earlier record')}: `irbot audit export --incident {escape(incident)}`_")
     for r in shown:
         actor = f"<@{r['actor']}>" if re.fullmatch(r"[UW][A-Z0-9]{2,20}", r["actor"]) else escape(r["actor"])
         request = r.get("params", {}).get("request")
         what = f"{r['action']} {r.get('target', '')} {_detail(r)}".strip()
         lines.append(f"`#{r['seq']}` {r['time'][11:19]} {actor} {escape(what)} → {escape(str(r.get('outcome', '')))}" + (f" (request {request})" if request else ""))
     seq, digest = head
-    lines.append(f"Chain head: record #{seq}, sha256 `{digest}`; sealed to the evidence bucket up to #{sealed}.")
+    lines.append(f"Chain head: record #{seq}, sha256 `{short(digest)}`; sealed to the evidence bucket up to #{sealed}.")
     return "\n".join(lines)
 
 
@@ -262,11 +278,15 @@ def _detail(record: dict) -> str:
     """The one parameter worth reading in a trail line."""
     params = record.get("params", {})
     if record["action"] == "evidence.stored":
-        return f"{params.get('key', '').rsplit('/', 1)[-1]} sha256 {params.get('sha256', '')[:12]}…"
+        return f"{params.get('key', '').rsplit('/', 1)[-1]} sha256 {short(params.get('sha256'))}"
     if record["action"] == "step":
         return f"[{params.get('title', '')}]"
-    if record["action"] in ("approval.refused", "request.refused", "job.refused"):
+    if record["action"] in ("approval.refused", "request.refused", "job.refused", "request.cancelled") and params.get("why"):
         return f"({params.get('why', '')})"
+    if record["action"] in ("incident.commander", "incident.severity"):
+        return f"{params.get('from', '')} → {params.get('to', '')}"
+    if record["action"] == "incident.update":
+        return f"\"{' '.join(str(params.get('text', '')).split())[:80]}\""
     return ""
 
 
@@ -283,14 +303,15 @@ def memory_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str
         eta = f" · {max(0, (expected - done) / rate):.0f} s left" if expected and rate and row.get("state") == "capturing" else ""
         tail = ""
         if row.get("state") == "complete":
-            tail = f" · sha256 `{row.get('sha256')}` · {escape(str(row.get('uri')))}"
+            tail = f" · sha256 `{short(row.get('sha256'))}` · {escape(str(row.get('uri')))}"
         elif row.get("state") == "failed":
             tail = f" · {escape(row.get('reason', ''))}"
         lines.append(f"{STATE_MARKS.get(row.get('state'), '')} `{escape(target)}` — {row.get('state')} · {amount}{speed}{eta}{tail}")
     finished = sum(1 for r in rows.values() if r.get("state") in ("complete", "failed"))
-    head = f"Memory capture for <@{request.user_id}> (request {request.id}): {finished} of {len(rows)} targets ended."
+    ended = f"{finished} of {len(rows)} {plural(len(rows), 'target')} ended"
+    head = f"Memory capture for <@{request.user_id}> (request {request.id}): {ended}."
     text = "\n".join([head, *lines])
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":brain: *Memory capture* · {finished} of {len(rows)} targets ended"}},
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":brain: *Memory capture* · {ended}"}},
               {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "—"}},
               {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]}]
     return text, blocks
@@ -312,13 +333,14 @@ def incident_card(incident, summary: dict, head: tuple[int, str]) -> tuple[str, 
         "*Targets*", *targets,
         f"*Keys revoked*: {keys}",
         f"*Approvals waiting*: {waiting}",
-        f"*Evidence objects*: {summary['evidence']} · *audit chain head*: #{seq} `{digest[:16]}…`",
+        f"*Evidence objects*: {summary['evidence']} · *audit chain head*: #{seq} `{short(digest)}`",
     ]
     if incident.summary:
         lines.append(f"*Summary*: {escape(incident.summary)}")
     text = "\n".join(lines)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
-              {"type": "context", "elements": [{"type": "mrkdwn", "text": "`/ir status` · `/ir report` · `/ir close --summary …` · this card updates itself"}]}]
+              {"type": "context", "elements": [{"type": "mrkdwn", "text": "`/ir status` · `/ir report` · " + (
+                  "`/ir reopen` for more work" if incident.status == "closed" else "`/ir close --summary …`") + " · this card updates itself"}]}]
     return text, blocks
 
 
@@ -340,14 +362,14 @@ def finding_alert(finding) -> tuple[str, list[dict]]:
     account, region, first, last = escape(finding.account), escape(finding.region), escape(finding.first_seen), escape(finding.last_seen)
     source = finding.source if finding.product == finding.source else f"{finding.source} ({escape(finding.product)})"
     text = fit(f"{finding.source} finding: {title} — {severity}, {kind_of_finding}, account {account}, {region}, {resource}; "
-               f"first seen {first}, last seen {last}, seen {finding.count} times", 3000)
+               f"first seen {first}, last seen {last}, seen {_times(finding.count)}", 3000)
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": fit(f"{SEVERITY_MARKS.get(finding.severity, ':white_circle:')} *{title}*\n`{kind_of_finding}`", 3000)}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
             {"type": "mrkdwn", "text": fit(f"*Resource*\n{resource}{user}", 2000)},
             {"type": "mrkdwn", "text": fit(f"*Account / region*\n{account} / {region}", 2000)},
-            {"type": "mrkdwn", "text": fit(f"*Seen*\n{finding.count} times, {first} → {last}", 2000)},
+            {"type": "mrkdwn", "text": fit(f"*Seen*\n{_times(finding.count)}, {first} → {last}", 2000)},
         ]},
     ]
     severity_for_incident = finding.severity if finding.severity in SEVERITY_MARKS else "low"

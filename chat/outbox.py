@@ -49,9 +49,11 @@ class Outbox:
             return real.decode() if real else ts
         return ts
 
-    def add(self, kind: str, channel: str, text: str, blocks: list[dict] | None, *, ts: str = "", response_url: str = "") -> str:
+    def add(self, kind: str, channel: str, text: str, blocks: list[dict] | None, *, ts: str = "", response_url: str = "",
+            thread_ts: str = "") -> str:
         placeholder = ts or f"{PLACEHOLDER}{uuid.uuid4().hex[:16]}"
-        entry = {"kind": kind, "channel": channel, "text": text, "blocks": blocks, "ts": placeholder, "response_url": response_url}
+        entry = {"kind": kind, "channel": channel, "text": text, "blocks": blocks, "ts": placeholder, "response_url": response_url,
+                 "thread_ts": thread_ts}
         self.connection.rpush(QUEUE, json.dumps(entry))
         log.warning("slack unavailable: message kept in the outbox", kind=kind, channel=channel, waiting=self.waiting())
         return placeholder
@@ -70,6 +72,7 @@ class Outbox:
                     return True
                 entry = json.loads(raw)
                 entry["ts"] = self.resolve(entry["ts"]) if entry["kind"] == "update" else entry["ts"]
+                entry["thread_ts"] = self.resolve(entry.get("thread_ts") or "")  # a reply in the thread of a post that waited
                 delivered = deliver(entry)  # raises when Slack still can't take it
                 if entry["kind"] == "post" and delivered:
                     self.connection.hset(TS, entry["ts"], delivered)

@@ -82,21 +82,23 @@ class Slack:
     def from_settings(cls, settings: Settings, outbox: Outbox | None = None, on_queued=None) -> "Slack":
         return cls(slack_client(settings), outbox, on_queued)
 
-    def post(self, channel: str, text: str, blocks: list[dict] | None = None, *, response_url: str = "") -> str | None:
-        """Post in ``channel``; returns the message ts (a placeholder while it waits in the outbox), or None if only
-        ``response_url`` worked. A refusal raises."""
-        if self._behind_others():
-            return self._keep("post", channel, text, blocks, response_url=response_url)
+    def post(self, channel: str, text: str, blocks: list[dict] | None = None, *, response_url: str = "", thread_ts: str = "") -> str | None:
+        """Post in ``channel`` (in the thread of ``thread_ts`` when given); returns the message ts (a placeholder while
+        it waits in the outbox), or None if only ``response_url`` worked. A refusal raises."""
+        if self._behind_others(thread_ts):
+            return self._keep("post", channel, text, blocks, response_url=response_url, thread_ts=thread_ts)
+        thread_ts = self.outbox.resolve(thread_ts) if self.outbox else thread_ts
         try:
-            return self._post_now(channel, text, blocks, response_url)
+            return self._post_now(channel, text, blocks, response_url, thread_ts)
         except (SlackApiError, OSError) as exc:
             if self.outbox is None or not unavailable(exc):
                 raise
-            return self._keep("post", channel, text, blocks, response_url=response_url)
+            return self._keep("post", channel, text, blocks, response_url=response_url, thread_ts=thread_ts)
 
-    def _post_now(self, channel: str, text: str, blocks: list[dict] | None, response_url: str) -> str | None:
+    def _post_now(self, channel: str, text: str, blocks: list[dict] | None, response_url: str, thread_ts: str = "") -> str | None:
         try:
-            response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False)
+            threaded = {"thread_ts": thread_ts} if thread_ts else {}
+            response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False, **threaded)
             return response["ts"]
         except SlackApiError as exc:
             error = exc.response.get("error", "")
@@ -114,8 +116,8 @@ class Slack:
             self.deliver_waiting()
         return bool(self.outbox.waiting()) or self.outbox.resolve(ts).startswith(PLACEHOLDER)
 
-    def _keep(self, kind: str, channel: str, text: str, blocks, *, ts: str = "", response_url: str = "") -> str:
-        placeholder = self.outbox.add(kind, channel, text, blocks, ts=ts, response_url=response_url)
+    def _keep(self, kind: str, channel: str, text: str, blocks, *, ts: str = "", response_url: str = "", thread_ts: str = "") -> str:
+        placeholder = self.outbox.add(kind, channel, text, blocks, ts=ts, response_url=response_url, thread_ts=thread_ts)
         if self.on_queued:
             self.on_queued()
         return placeholder
@@ -134,7 +136,7 @@ class Slack:
         """One waiting message; raises while Slack can't take it, drops (and logs) what Slack refuses."""
         try:
             if entry["kind"] == "post":
-                return self._post_now(entry["channel"], entry["text"], entry["blocks"], entry.get("response_url", ""))
+                return self._post_now(entry["channel"], entry["text"], entry["blocks"], entry.get("response_url", ""), entry.get("thread_ts", ""))
             self.client.chat_update(channel=entry["channel"], ts=entry["ts"], text=entry["text"], blocks=entry["blocks"])
             return entry["ts"]
         except SlackApiError as exc:
@@ -148,9 +150,9 @@ class Slack:
         response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False)
         return response["channel"], response["ts"]
 
-    def reply(self, request: CommandRequest, text: str, blocks: list[dict] | None = None) -> str | None:
-        """Post in the channel a request came from."""
-        return self.post(request.channel_id, text, blocks, response_url=request.response_url)
+    def reply(self, request: CommandRequest, text: str, blocks: list[dict] | None = None, *, thread_ts: str = "") -> str | None:
+        """Post in the channel a request came from; with ``thread_ts``, in that message's thread."""
+        return self.post(request.channel_id, text, blocks, response_url=request.response_url, thread_ts=thread_ts or "")
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict] | None = None, *, quiet: bool = True) -> None:
         """Redraw a message in place; with ``quiet`` a failure is logged, not raised."""
@@ -186,7 +188,9 @@ class Slack:
     def open_channel(self, name: str, people: list[str], *, private: bool = True) -> str:
         """Create a channel, invite ``people``; returns its ID. Slack's refusals raise SlackApiError."""
         channel = self.client.conversations_create(name=name, is_private=private)["channel"]["id"]
-        self.client.conversations_invite(channel=channel, users=",".join(people))
+        for start in range(0, len(people), 1000):  # Slack invites at most 1000 people per call
+            # force: one deactivated account in a user group must not keep everyone else out of the room
+            self.client.conversations_invite(channel=channel, users=",".join(people[start:start + 1000]), force=True)
         return channel
 
     def pin(self, channel: str, ts: str) -> None:

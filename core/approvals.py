@@ -12,6 +12,7 @@ request only once, and exactly one execution can start.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -100,6 +101,7 @@ class PendingRequest:
     plan: list[dict] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     message_ts: str = ""
+    detail_ts: str = ""  # the message in the card's thread with the plan, then the steps as they finish
     ended_by: str = ""
     ended_at: float | None = None
     note: str = ""
@@ -134,6 +136,7 @@ class ApprovalBook:
         responders: Iterable[str],
         approvers: Iterable[str] = (),
         group_members: Callable[[], Iterable[str]] | None = None,
+        responder_members: Callable[[], Iterable[str]] | None = None,
         quorum: int = 1,
         expiry_seconds: int = 1800,
     ):
@@ -142,6 +145,7 @@ class ApprovalBook:
         self.responders = frozenset(responders)
         self.approvers = frozenset(approvers)
         self.group_members = group_members
+        self.responder_members = responder_members
         self.quorum = quorum
         self.expiry_seconds = expiry_seconds
         self._transition = connection.register_script(TRANSITION)
@@ -168,6 +172,7 @@ class ApprovalBook:
             plan=json.loads(data.get("plan") or "[]"),
             steps=json.loads(data.get("steps") or "[]"),
             message_ts=data.get("message_ts", ""),
+            detail_ts=data.get("detail_ts", ""),
             ended_by=data.get("ended_by", ""),
             ended_at=float(data["ended_at"]) if data.get("ended_at") else None,
             note=data.get("note", ""),
@@ -183,6 +188,19 @@ class ApprovalBook:
         now = self.now()
         return [p for p in self.open_requests() if p.state in (PLANNING, PENDING) and p.expires_at <= now]
 
+    def is_responder(self, user_id: str) -> bool:
+        """In IR_RESPONDERS, or a member of the IR_RESPONDER_GROUP user group (read live, cached briefly)."""
+        if user_id in self.responders:
+            return True
+        return bool(self.responder_members) and user_id in set(self.responder_members())
+
+    def approvers_now(self) -> frozenset[str]:
+        """Everyone who may approve at this moment: IR_APPROVERS and the IR_APPROVER_GROUP's members."""
+        return self.approvers | frozenset(self.group_members() if self.group_members else ())
+
+    def responders_now(self) -> frozenset[str]:
+        return self.responders | frozenset(self.responder_members() if self.responder_members else ())
+
     def may_approve(self, user_id: str) -> bool:
         if user_id in self.approvers:
             return True
@@ -192,8 +210,8 @@ class ApprovalBook:
 
     def open(self, request: CommandRequest) -> Decision:
         """Record a new gated request, waiting for its plan."""
-        if request.user_id not in self.responders:
-            return Decision(False, "", "You are not on irbot's responder list (IR_RESPONDERS), so you can't ask for this.")
+        if not self.is_responder(request.user_id):
+            return Decision(False, "", "You are not on irbot's responder list (IR_RESPONDERS or IR_RESPONDER_GROUP), so you can't ask for this.")
         key = request_key(request.id)
         created = self.connection.hsetnx(key, "state", PLANNING)
         if not created:
@@ -231,6 +249,10 @@ class ApprovalBook:
         """Where the request's card is, so every later change redraws it in place."""
         self.connection.hset(request_key(request_id), "message_ts", message_ts)
 
+    def attach_detail(self, request_id: str, detail_ts: str) -> None:
+        """Where the request's detail is (in its card's thread): the plan, then the steps, the notes and the seal."""
+        self.connection.hset(request_key(request_id), "detail_ts", detail_ts)
+
     def plan_failed(self, request_id: str, reason: str, *, actor: str = "worker") -> Decision:
         return self._move(request_id, [PLANNING], FAILED, actor, "request.failed", fields={"note": reason, "ended_at": self.now(), "ended_by": "irbot"}, params={"reason": reason})
 
@@ -244,7 +266,9 @@ class ApprovalBook:
             return Decision(False, pending.state, SELF_APPROVAL, pending)
         if not self.may_approve(user_id):
             self._record(pending.request, user_id, "approval.refused", {"why": "not an approver"}, "refused")
-            return Decision(False, pending.state, "Only irbot's approvers (IR_APPROVERS, or the IR_APPROVER_GROUP user group) can approve, and you are not one of them.", pending)
+            # The ID as text: it is what the person must give whoever runs irbot to become an approver.
+            you = f"you (user ID {user_id})" if re.fullmatch(r"[UW][A-Z0-9]{2,20}", user_id or "") else "you"
+            return Decision(False, pending.state, f"Only irbot's approvers (IR_APPROVERS, or the IR_APPROVER_GROUP user group) can approve, and {you} are not one of them.", pending)
         verdict, state = (v.decode() for v in self._approve(keys=[request_key(request_id), approvals_key(request_id)], args=[user_id, KEEP_SECONDS]))
         pending = self.get(request_id)
         if verdict == "self":
@@ -278,6 +302,12 @@ class ApprovalBook:
         if user_id != pending.requester:
             return Decision(False, pending.state, f"Only <@{pending.requester}>, who asked for this, can cancel it.", pending)
         return self._move(request_id, [PENDING, PLANNING], CANCELLED, user_id, "request.cancelled", fields={"ended_by": user_id, "ended_at": self.now()}, verb="cancelled")
+
+    def withdraw(self, request_id: str, user_id: str, why: str) -> Decision:
+        """Cancel a request still waiting for its plan or its approval, for a reason other than its requester's
+        change of mind: its incident was closed, so nothing may be approved into it."""
+        return self._move(request_id, [PENDING, PLANNING], CANCELLED, user_id, "request.cancelled",
+                          fields={"ended_by": user_id, "ended_at": self.now(), "note": why}, params={"why": why}, verb="cancelled")
 
     def expire(self, request_id: str) -> Decision:
         """Called when the expiry is due; a request already decided is left as it is."""
@@ -362,14 +392,16 @@ class ApprovalBook:
 
 
 def book_from_settings(settings, connection: Redis, group_members: Callable[[], Iterable[str]] | None = None,
-                       audit: AuditTrail | None = None) -> ApprovalBook:
-    """The approval book as configured; ``group_members`` reads the approver group (chat.directory)."""
+                       audit: AuditTrail | None = None, responder_members: Callable[[], Iterable[str]] | None = None) -> ApprovalBook:
+    """The approval book as configured; ``group_members`` and ``responder_members`` read the approver and
+    responder groups (chat.directory)."""
     return ApprovalBook(
         connection,
         audit or AuditTrail(connection),
         responders=settings.responders,
         approvers=settings.approvers,
         group_members=group_members,
+        responder_members=responder_members,
         quorum=settings.approval_quorum,
         expiry_seconds=settings.approval_expiry_seconds,
     )

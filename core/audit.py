@@ -163,6 +163,22 @@ class AuditTrail:
         return [json.loads(r) for r in raw]
 
     def for_incident(self, incident: str) -> list[dict]:
+        """The incident's records, as its card, /ir audit, the report and `audit export` show them: its own, and
+        those of the work it adopted when it was declared in a channel that held work already (what its
+        ``incident.declared`` record names: the channel's records before it, and the later ones of the same
+        requests). Read from the chain itself, so what an incident adopted can't change without breaking it."""
+        records = self._indexed(incident)
+        adopted = records[0].get("params", {}).get("adopted") if records and records[0].get("action") == "incident.declared" else None
+        if not adopted or adopted == incident:
+            return records
+        declared = records[0]["seq"]
+        earlier = self._indexed(str(adopted))
+        before = [r for r in earlier if r["seq"] < declared]
+        requests = {r.get("params", {}).get("request") for r in before} - {None}
+        after = [r for r in earlier if r["seq"] > declared and r.get("params", {}).get("request") in requests]
+        return sorted(before + after + records, key=lambda r: r["seq"])
+
+    def _indexed(self, incident: str) -> list[dict]:
         seqs = [int(s) for s in self.connection.lrange(incident_index(incident), 0, -1)]
         if not seqs:
             return []

@@ -15,6 +15,7 @@ from redis import Redis
 import actions
 from core.request import Places
 
+SEVERITIES = ("low", "medium", "high", "critical")
 ENDINGS = {"request.approved", "request.denied", "request.cancelled", "request.expired", "request.failed"}
 
 
@@ -31,6 +32,13 @@ class Incident:
     closed_at: str = ""
     summary: str = ""
     finding: str = ""
+
+
+# An incident's one ID, everywhere (audit records, evidence keys, `irbot audit export`): the declared
+# incident's IR-YYYYMMDD-NNN, or, for work in a channel where none was declared, that channel's ID.
+DECLARED_ID = re.compile(r"IR-\d{8}-\d{3,}")
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
+WHICH_ID = "the declared incident's ID (IR-20260101-001, on its card) or, where none was declared, the channel ID (C0123ABCD)"
 
 
 def incident_key(incident_id: str) -> str:
@@ -65,15 +73,25 @@ class IncidentBook:
         return self.get(found.decode()) if found else None
 
 
+# Words a name shouldn't end on: "…-miner-on" reads as cut off.
+DANGLING = frozenset({"a", "an", "and", "as", "at", "by", "for", "from", "in", "is", "of", "on", "or", "the", "to", "was", "with"})
+SLUG_LENGTH = 40
+
+
 def channel_name(incident: Incident) -> str:
-    """ir-20261123-001-crypto-miner-on-web-1: the ID, then the title's first words (Slack allows 80 characters)."""
-    words = re.sub(r"[^a-z0-9]+", " ", incident.title.lower()).split()
-    slug = ""
+    """ir-20261123-001-crypto-miner-on-web-1: the ID, then as many of the title's words as fit (Slack allows 80
+    characters; 40 for the words keeps it readable). A word is what the title separates with spaces, so an ID such
+    as i-1f2053948842324a1 is kept whole or left out, never cut; and the name doesn't end on a word like "is"."""
+    words = [w for w in (re.sub(r"[^a-z0-9]+", "-", word).strip("-") for word in incident.title.lower().split()) if w]
+    kept: list[str] = []
     for word in words:
-        if len(slug) + len(word) + 1 > 40:
+        if len("-".join([*kept, word])) > SLUG_LENGTH:
             break
-        slug = f"{slug}-{word}" if slug else word
-    return f"{incident.id.lower()}-{slug}".rstrip("-")
+        kept.append(word)
+    if len(kept) < len(words):  # cut short: end on a word that carries meaning
+        while kept and kept[-1] in DANGLING:
+            kept.pop()
+    return "-".join([incident.id.lower(), *kept])
 
 
 def summarise(records: list[dict]) -> dict:

@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import actions
+from actions import targets as target_rules
+
 
 @dataclass(frozen=True)
 class CommandRequest:
@@ -41,8 +44,37 @@ class CommandRequest:
 
 
 def place(account: str | None, region: str | None) -> str:
-    """Where an action works, as every message, card and report shows it: "222222222222, eu-west-1" (raw: escape it where shown)."""
+    """Where an action works, as every message, card and report shows it: "222222222222, eu-west-1" (raw: escape it where shown).
+    IAM has no region: "222222222222, IAM (global)"."""
+    region = "IAM (global)" if region == "global" else region
     return ", ".join(part for part in (account, region or "the default region") if part)
+
+
+def scope(command: str, targets, account: str | None, region: str | None, *, regions: int | None = None, accounts: str | None = None) -> str:
+    """Where a command acts, said truthfully and with its preposition (raw: escape it where shown): "in 222222222222,
+    eu-west-1"; hunt-key "in all 17 enabled regions of 222222222222"; revoke-key "in 222222222222, IAM (global)";
+    memory on user@host "on host 10.0.1.5". ``regions``: how many a search of every region covered, once known."""
+    spec = actions.get(command)
+    kind = spec.scope if spec else "region"
+    if kind == "regions":
+        every = f"all {regions} enabled regions" if regions else "every enabled region"
+        of = ("every account irbot may act in" if accounts == "all" else f"accounts {accounts}") if accounts else account
+        return f"in {every}" + (f" of {of}" if of else "")
+    if kind == "global":
+        return f"in {place(account, 'global')}"
+    hosts = [_host(t) for t in targets if spec and spec.target == "memory-target" and not target_rules.instance_id(t)]
+    parts = [] if hosts and len(hosts) == len(targets) else [f"in {place(account, region)}"]
+    if hosts:
+        parts.append(f"on {'host' if len(hosts) == 1 else 'hosts'} {', '.join(hosts)}")
+    return " and ".join(parts)
+
+
+def _host(target: str) -> str:
+    """user@host:port → host ([::1]:22 → ::1)."""
+    host = target.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.split(":", 1)[0]
 
 
 def recorded_place(params: dict) -> tuple[str | None, str | None]:
@@ -56,9 +88,12 @@ class Places:
 
     def __init__(self):
         self._found: dict[str, tuple[str | None, str | None]] = {}
+        self._commands: dict[str, str] = {}
 
     def note(self, request: str | None, params: dict) -> None:
         if request:
+            if params.get("command"):
+                self._commands[request] = params["command"]
             account, region = recorded_place(params)
             known = self._found.get(request, (None, None))
             self._found[request] = (known[0] or account, known[1] or region)
@@ -70,6 +105,11 @@ class Places:
     def named(self, target: str, request: str | None) -> str:
         """``i-0abc (222222222222, eu-west-1)``: a target as the card and the report name it."""
         where = self.of(request)
+        spec = actions.get(self._commands.get(request or "", ""))
+        if spec is not None and spec.scope != "region":
+            # A search of every region, or IAM: the account, and the truth about the region.
+            account = self._found.get(request or "", (None, None))[0]
+            where = ", ".join(part for part in (account, "every enabled region" if spec.scope == "regions" else "IAM") if part)
         # user@host is reached over SSH, not in an AWS account or region
         return f"{target} ({where})" if target and where and "@" not in target else target
 

@@ -10,7 +10,12 @@ from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
-    """One line naming the variable and what it should hold."""
+    """What keeps irbot from starting: one line per problem, each naming the variable, what is wrong
+    with it and what it should hold, so one run shows everything to fix."""
+
+    def __init__(self, *problems: str):
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ VARIABLES = (
     Variable("IR_EVIDENCE_RETENTION_DAYS", "days each evidence object is locked for", (), "90"),
     Variable("IR_EVIDENCE_LOCK_MODE", "COMPLIANCE, or GOVERNANCE for test accounts", (), "COMPLIANCE"),
     Variable("IR_LINK_EXPIRY_SECONDS", "how long the evidence links posted in the channel work (max 604800)", (), "3600"),
-    Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir", ("serve",)),
+    Variable("IR_RESPONDERS", "comma-separated Slack user IDs allowed to run /ir (or set IR_RESPONDER_GROUP)", ("serve",)),
+    Variable("IR_RESPONDER_GROUP", "a Slack user group (ID S... or handle) whose members may run /ir", ()),
     Variable("IR_APPROVERS", "comma-separated Slack user IDs allowed to approve (or set IR_APPROVER_GROUP)", ("serve", "worker")),
     Variable("IR_APPROVER_GROUP", "a Slack user group (ID S... or handle) whose members may approve", ()),
     Variable("IR_APPROVAL_QUORUM", "how many approvers, besides the requester, a gated request needs", (), "1"),
@@ -71,6 +77,7 @@ VARIABLES = (
     Variable("IR_FINDINGS_QUEUE_URL", "the SQS queue EventBridge delivers GuardDuty and Security Hub findings to", ("findings",)),
     Variable("IR_FINDINGS_MIN_SEVERITY", "post findings at or above this: low, medium, high or critical", (), "medium"),
     Variable("IR_ALERTS_CHANNEL", "the Slack channel ID finding cards are posted in", ("findings",)),
+    Variable("IR_UPDATES_CHANNEL", "a Slack channel ID where /ir update posts stakeholder updates too", ()),
     Variable("IR_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", (), "INFO"),
     Variable("PORT", "the HTTP port of irbot serve", (), "3000"),
     Variable("AWS_REGION", "the default AWS region (or AWS_DEFAULT_REGION); --region overrides it", ("worker",)),
@@ -119,6 +126,8 @@ class Settings:
     findings_queue_url: str | None = None
     findings_min_severity: str = "medium"
     alerts_channel: str | None = None
+    responder_group: str | None = None
+    updates_channel: str | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -143,93 +152,130 @@ def current(command: str = "") -> Settings:
     return _LOADED[key]
 
 
+# What the example env file (deploy/irbot.env.example) and the docs write where a secret goes: a value
+# holding it was copied, not filled in, and using it would fail later with a library's traceback.
+PLACEHOLDER_HINTS = {
+    "SLACK_BOT_TOKEN": "put in the Bot User OAuth Token (OAuth & Permissions page of irbot's Slack app)",
+    "SLACK_SIGNING_SECRET": "put in the Signing Secret (Basic Information page of irbot's Slack app)",
+    "SLACK_APP_TOKEN": "put in an app-level token (Basic Information page, App-Level Tokens), or remove the line to serve over HTTP",
+}
+
+
+def _placeholder(name: str, value: str) -> bool:
+    return value == "..." or (name in PLACEHOLDER_HINTS and "..." in value)
+
+
 def load(env: Mapping[str, str], command: str = "") -> Settings:
-    """Settings from ``env``; raises ConfigError for the first variable that ``command`` needs and lacks."""
+    """Settings from ``env``; raises one ConfigError listing every variable ``command`` needs and lacks,
+    and every malformed one, so a single run shows all there is to fix."""
+    problems: list[str] = []
+    placeholders = set()
+    for variable in VARIABLES:
+        value = (env.get(variable.name) or "").strip()
+        if value and _placeholder(variable.name, value):
+            placeholders.add(variable.name)
+            hint = PLACEHOLDER_HINTS.get(variable.name, f"put in {variable.meaning}")
+            shown = f" {value!r}" if len(value) <= 12 else ""  # the example's placeholder, never a secret pasted around one
+            problems.append(f"{variable.name} still holds the placeholder{shown} from the example configuration: {hint}.")
 
     def get(name: str) -> str | None:
         value = (env.get(name) or "").strip()
-        return value or None
+        return value if value and name not in placeholders else None
+
+    def checked(parse, *args, fallback=None):
+        try:
+            return parse(*args)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return fallback
 
     for variable in VARIABLES:
-        if command in variable.needed_by and not get(variable.name):
+        if command in variable.needed_by and not get(variable.name) and variable.name not in placeholders:
             if variable.name == "AWS_REGION" and get("AWS_DEFAULT_REGION"):
                 continue
             if variable.name == "IR_APPROVERS" and get("IR_APPROVER_GROUP"):
                 continue
-            if variable.name == "SLACK_SIGNING_SECRET" and get("SLACK_APP_TOKEN"):
+            if variable.name == "IR_RESPONDERS" and get("IR_RESPONDER_GROUP"):
+                continue
+            if variable.name == "SLACK_SIGNING_SECRET" and env.get("SLACK_APP_TOKEN", "").strip():
                 continue  # Socket Mode has no signed HTTP requests
-            raise ConfigError(f"{variable.name} is not set: it should hold {variable.meaning}.")
+            problems.append(f"{variable.name} is not set: it should hold {variable.meaning}.")
 
     bot_token = get("SLACK_BOT_TOKEN")
     if bot_token and not bot_token.startswith("xoxb-"):
-        raise ConfigError("SLACK_BOT_TOKEN is malformed: it should hold a bot token starting with xoxb-.")
+        problems.append("SLACK_BOT_TOKEN is malformed: it should hold a bot token starting with xoxb-.")
     app_token = get("SLACK_APP_TOKEN")
     if app_token and not app_token.startswith("xapp-"):
-        raise ConfigError("SLACK_APP_TOKEN is malformed: it should hold an app-level token starting with xapp-.")
+        problems.append("SLACK_APP_TOKEN is malformed: it should hold an app-level token starting with xapp-.")
 
     api_url = get("SLACK_API_URL") or "https://slack.com/api/"
     parts = urlsplit(api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or not api_url.endswith("/api/"):
-        raise ConfigError("SLACK_API_URL is malformed: it should hold an http(s) URL ending in /api/, e.g. https://slack.com/api/.")
+        problems.append("SLACK_API_URL is malformed: it should hold an http(s) URL ending in /api/, e.g. https://slack.com/api/.")
 
     redis_url = get("REDIS_URL")
     if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("REDIS_URL is malformed: it should hold a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0.")
+        problems.append("REDIS_URL is malformed: it should hold a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0.")
 
     bucket = get("IR_EVIDENCE_BUCKET")
     if bucket and not BUCKET.match(bucket):
-        raise ConfigError("IR_EVIDENCE_BUCKET is malformed: it should hold an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens).")
+        problems.append("IR_EVIDENCE_BUCKET is malformed: it should hold an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens).")
 
     lock_mode = (get("IR_EVIDENCE_LOCK_MODE") or "COMPLIANCE").upper()
     if lock_mode not in ("COMPLIANCE", "GOVERNANCE"):
-        raise ConfigError("IR_EVIDENCE_LOCK_MODE is malformed: it should hold COMPLIANCE or GOVERNANCE.")
+        problems.append("IR_EVIDENCE_LOCK_MODE is malformed: it should hold COMPLIANCE or GOVERNANCE.")
 
     log_level = (get("IR_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("IR_LOG_LEVEL is malformed: it should hold DEBUG, INFO, WARNING or ERROR.")
+        problems.append("IR_LOG_LEVEL is malformed: it should hold DEBUG, INFO, WARNING or ERROR.")
 
     region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
     if region and not REGION.match(region):
-        raise ConfigError("AWS_REGION is malformed: it should hold a region name such as us-east-1.")
+        problems.append("AWS_REGION is malformed: it should hold a region name such as us-east-1.")
 
-    return Settings(
+    values = dict(
         slack_bot_token=bot_token,
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=app_token,
         slack_api_url=api_url,
         redis_url=redis_url,
         evidence_bucket=bucket,
-        evidence_retention_days=_integer(get, "IR_EVIDENCE_RETENTION_DAYS", 90, 1, 36500, "a number of days from 1 to 36500"),
+        evidence_retention_days=checked(_integer, get, "IR_EVIDENCE_RETENTION_DAYS", 90, 1, 36500, "a number of days from 1 to 36500"),
         evidence_lock_mode=lock_mode,
-        link_expiry_seconds=_integer(get, "IR_LINK_EXPIRY_SECONDS", LINK_EXPIRY_SECONDS, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
-        responders=_user_ids(get, "IR_RESPONDERS"),
-        approvers=_user_ids(get, "IR_APPROVERS"),
-        approver_group=_group(get),
-        approval_quorum=_integer(get, "IR_APPROVAL_QUORUM", 1, 1, 10, "a number of approvers from 1 to 10"),
-        approval_expiry_seconds=_integer(get, "IR_APPROVAL_EXPIRY_SECONDS", 1800, 1, 7 * 24 * 3600, "a number of seconds from 1 to 604800"),
-        port=_integer(get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
+        link_expiry_seconds=checked(_integer, get, "IR_LINK_EXPIRY_SECONDS", LINK_EXPIRY_SECONDS, 60, 604800, "a number of seconds from 60 to 604800 (7 days)"),
+        responders=checked(_user_ids, get, "IR_RESPONDERS"),
+        approvers=checked(_user_ids, get, "IR_APPROVERS"),
+        approver_group=checked(_group, get, "IR_APPROVER_GROUP", "ir-approvers"),
+        approval_quorum=checked(_integer, get, "IR_APPROVAL_QUORUM", 1, 1, 10, "a number of approvers from 1 to 10"),
+        approval_expiry_seconds=checked(_integer, get, "IR_APPROVAL_EXPIRY_SECONDS", 1800, 1, 7 * 24 * 3600, "a number of seconds from 1 to 604800"),
+        port=checked(_integer, get, "PORT", 3000, 1, 65535, "a TCP port number from 1 to 65535"),
         aws_region=region,
         log_level=log_level,
-        analyst_cidr=_analyst_cidr(get),
-        capture_source_groups=_security_groups(get, "IR_CAPTURE_SOURCE_SG"),
-        accounts=_accounts(get),
-        account_role=_role_name(get),
-        role_external_id=_external_id(get),
-        default_account=_account(get, "IR_DEFAULT_ACCOUNT"),
-        hunt_concurrency=_integer(get, "IR_HUNT_CONCURRENCY", 32, 1, 256, "a number from 1 to 256"),
-        untrack_pause_seconds=_integer(get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
-        ssh_key=_readable_file(get, "IR_SSH_KEY", "the path of a private key file"),
+        analyst_cidr=checked(_analyst_cidr, get),
+        capture_source_groups=checked(_security_groups, get, "IR_CAPTURE_SOURCE_SG"),
+        accounts=checked(_accounts, get),
+        account_role=checked(_role_name, get),
+        role_external_id=checked(_external_id, get),
+        default_account=checked(_account, get, "IR_DEFAULT_ACCOUNT"),
+        hunt_concurrency=checked(_integer, get, "IR_HUNT_CONCURRENCY", 32, 1, 256, "a number from 1 to 256"),
+        untrack_pause_seconds=checked(_integer, get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
+        ssh_key=checked(_readable_file, get, "IR_SSH_KEY", "the path of a private key file"),
         ssh_user=get("IR_SSH_USER"),
-        ssh_known_hosts=_readable_file(get, "IR_SSH_KNOWN_HOSTS", "the path of a known_hosts file"),
+        ssh_known_hosts=checked(_readable_file, get, "IR_SSH_KNOWN_HOSTS", "the path of a known_hosts file"),
         ssh_bastion=get("IR_SSH_BASTION"),
         memory_command=get("IR_MEMORY_COMMAND") or DEFAULT_MEMORY_COMMAND,
         memory_size_command=None if (get("IR_MEMORY_SIZE_COMMAND") or "").lower() == "none" else (get("IR_MEMORY_SIZE_COMMAND") or DEFAULT_SIZE_COMMAND),
-        memory_stall_seconds=_integer(get, "IR_MEMORY_STALL_SECONDS", 60, 1, 3600, "a number of seconds from 1 to 3600"),
-        memory_part_mib=_integer(get, "IR_MEMORY_PART_MIB", 64, 5, 512, "a number of MiB from 5 to 512"),
+        memory_stall_seconds=checked(_integer, get, "IR_MEMORY_STALL_SECONDS", 60, 1, 3600, "a number of seconds from 1 to 3600"),
+        memory_part_mib=checked(_integer, get, "IR_MEMORY_PART_MIB", 64, 5, 512, "a number of MiB from 5 to 512"),
         findings_queue_url=get("IR_FINDINGS_QUEUE_URL"),
-        findings_min_severity=_choice(get, "IR_FINDINGS_MIN_SEVERITY", ("low", "medium", "high", "critical"), "medium"),
+        findings_min_severity=checked(_choice, get, "IR_FINDINGS_MIN_SEVERITY", ("low", "medium", "high", "critical"), "medium"),
         alerts_channel=get("IR_ALERTS_CHANNEL"),
+        responder_group=checked(_group, get, "IR_RESPONDER_GROUP", "ir-responders"),
+        updates_channel=checked(_channel, get, "IR_UPDATES_CHANNEL"),
     )
+    if problems:
+        raise ConfigError(*problems)
+    return Settings(**values)
 
 
 def _integer(get, name: str, default: int, low: int, high: int, what: str) -> int:
@@ -316,14 +362,39 @@ def _analyst_cidr(get) -> str | None:
     return str(network)
 
 
-def _group(get) -> str | None:
-    raw = get("IR_APPROVER_GROUP")
+def _group(get, name: str, example: str) -> str | None:
+    raw = get(name)
     if raw is None:
         return None
     group = raw.lstrip("@")
     if not re.match(r"^[A-Za-z0-9._-]{1,80}$", group):
-        raise ConfigError("IR_APPROVER_GROUP is malformed: it should hold a Slack user group ID (S0123ABCD) or handle (ir-approvers).")
+        raise ConfigError(f"{name} is malformed: it should hold a Slack user group ID (S0123ABCD) or handle ({example}).")
     return group
+
+
+def _channel(get, name: str) -> str | None:
+    raw = get(name)
+    if raw is not None and not re.fullmatch(r"[CG][A-Z0-9]{2,20}", raw):
+        raise ConfigError(f"{name} is malformed: it should hold a Slack channel ID such as C0123ABCDEF (the channel's details show it).")
+    return raw
+
+
+def check_quorum(settings: Settings) -> None:
+    """Refuse a quorum the configured approvers can never meet: every gated request would wait until it expired.
+
+    Only a fixed list can be counted; a user group may grow, so with one nothing is refused. The requester never
+    approves their own request, so when every responder is an approver, one approver fewer is left to each."""
+    if settings.approver_group:
+        return
+    if settings.responder_group or not settings.responders:
+        most = len(settings.approvers)
+    else:
+        most = max(len(settings.approvers - {responder}) for responder in settings.responders)
+    if settings.approval_quorum > most:
+        raise ConfigError(
+            f"IR_APPROVAL_QUORUM is {settings.approval_quorum}, but at most {most} approver{'' if most == 1 else 's'} "
+            f"(IR_APPROVERS, besides the requester) could ever approve a request, so none could ever run: "
+            f"lower IR_APPROVAL_QUORUM or add approvers to IR_APPROVERS or IR_APPROVER_GROUP.")
 
 
 def _user_ids(get, name: str) -> frozenset[str]:

@@ -40,6 +40,7 @@ class FakeSlack:
         self.usergroups: dict[str, dict] = {}  # id → {"handle": ..., "users": [...]}
         self.channels: dict[str, dict] = {}  # made with conversations.create: id → {"name", "is_private", "members"}
         self.uploads: dict[str, bytes] = {}  # file ID → the bytes posted to its upload URL
+        self.users: dict[str, dict] = {}  # id → a users.info "user" object, e.g. {"real_name": "Alice Example"}
         self.rate_limited: dict[str, list[int]] = {}  # method → Retry-After seconds for its next calls
         self._ts = itertools.count(1)
         self._changed = threading.Condition()
@@ -118,6 +119,14 @@ class FakeSlack:
         """Messages the bot posted in ``channel`` (chat.postMessage), newest last."""
         return [c.params for c in self.calls_to("chat.postMessage") if c.params.get("channel") == channel]
 
+    def top_level(self, channel: str) -> list[dict]:
+        """Messages the bot posted in ``channel`` itself, not in a thread: what the channel shows."""
+        return [m for m in self.messages(channel) if not m.get("thread_ts")]
+
+    def thread(self, channel: str, ts: str) -> list[dict]:
+        """Replies the bot posted in the thread of message ``ts``, each as it is now (its latest chat.update)."""
+        return [self.current(channel, m["ts"]) for m in self.messages(channel) if m.get("thread_ts") == ts]
+
     def current(self, channel: str, ts: str) -> dict | None:
         """A message as the channel shows it now: the post, or its latest chat.update."""
         with self._changed:
@@ -149,6 +158,7 @@ class FakeSlack:
             self.usergroups.clear()
             self.channels.clear()
             self.uploads.clear()
+            self.users.clear()
             self.rate_limited.clear()
 
     # -- answering ---------------------------------------------------------------------
@@ -256,3 +266,19 @@ class FakeSlack:
 
     def _chat_postEphemeral(self, params):
         return {"ok": True, "message_ts": self._next_ts()}
+
+    def _users_info(self, params):
+        if self.scopes is not None and "users:read" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "users:read"}
+        user = self.users.get(params.get("user", ""))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": {"id": params["user"], **user}}
+
+    def _views_open(self, params):
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not params.get("trigger_id") or not isinstance(view, dict):
+            return {"ok": False, "error": "invalid_arguments"}
+        params["view"] = view
+        return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", **view}}

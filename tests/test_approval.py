@@ -26,14 +26,26 @@ def ask_to_stop(irbot: Irbot, slack: FakeSlack, instance_id: str, user: str = RE
     assert status == 200 and elapsed < 3
     assert "needs approval by someone else" in reply["text"]
     request_id = re.search(r"request `([0-9a-f]{12})`", reply["text"]).group(1)
-    card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "")), None))
-    assert "Approval needed" in card["text"] and f"Stop {instance_id} — would do: running → stopped" in card["text"]
+    card = slack.wait_for(lambda s: next((m for m in s.top_level(CHANNEL) if request_id in m.get("text", "")), None))
+    # The card is short, with the buttons; the plan, step by step, is in its thread.
+    assert "Approval needed" in card["text"] and "Plan (dry run, nothing changed yet): 1 step: 1 would do — each in the thread." in card["text"]
+    assert "running → stopped" not in card["text"]
     assert any(b["type"] == "actions" for b in card["blocks"])
+    assert f"Stop {instance_id} — would do: running → stopped" in wait_thread(slack, card["ts"], "Plan (dry run")
+    assert [m for m in slack.top_level(CHANNEL) if request_id in m.get("text", "")] == [card]  # one message in the channel
     return request_id, card["ts"]
 
 
 def card_text(slack: FakeSlack, ts: str) -> str:
     return slack.current(CHANNEL, ts)["text"]
+
+
+def thread_text(slack: FakeSlack, ts: str) -> str:
+    return "\n".join(m["text"] for m in slack.thread(CHANNEL, ts))
+
+
+def wait_thread(slack: FakeSlack, ts: str, words: str, timeout: float = 30) -> str:
+    return slack.wait_for(lambda s: words in thread_text(s, ts) and thread_text(s, ts), timeout=timeout)
 
 
 def wait_card(slack: FakeSlack, ts: str, words: str, timeout: float = 30) -> str:
@@ -61,7 +73,7 @@ def test_an_approver_outside_the_list_is_refused(run_irbot, world, slack):
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(THIRD_RESPONDER, "ir_approve", request_id)
     slack.wait_for(lambda s: s.ephemerals(THIRD_RESPONDER))
-    assert "Only irbot's approvers" in slack.ephemerals(THIRD_RESPONDER)[0]
+    assert "Only irbot's approvers" in slack.ephemerals(THIRD_RESPONDER)[0] and f"you (user ID {THIRD_RESPONDER}) are not one of them" in slack.ephemerals(THIRD_RESPONDER)[0]
     irbot.settle()
     assert "Approval needed" in card_text(slack, ts) and instance_state(world["instance"]) == "running"
 
@@ -171,17 +183,19 @@ def test_a_waiting_request_survives_a_restart_of_the_worker_and_the_bot(start_ir
     irbot.restart("worker", "serve")
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     text = wait_card(slack, ts, "Done")
-    assert f"Approved by <@{SECOND_RESPONDER}>" in text and "done: running → stopping" in text
+    assert f"Approved by <@{SECOND_RESPONDER}>" in text and "1 step: 1 done" in text
+    assert "done: running → stopping" in wait_thread(slack, ts, "Audit records")
     assert instance_state(world["instance"]) in ("stopping", "stopped")
 
 
 def test_a_dry_run_needs_no_approval_and_changes_nothing(run_irbot, world, slack, redis_url):
     irbot = run_irbot()
     status, reply, _ = irbot.command(f"stop {world['instance']} --dry-run")
-    assert reply["response_type"] == "in_channel" and "queued" in reply["text"]
-    [message] = slack.wait_for(lambda s: s.messages(CHANNEL))
+    assert reply["response_type"] == "ephemeral" and "Queued" in reply["text"]  # the channel gets the request's own message
+    [message] = slack.wait_for(lambda s: s.top_level(CHANNEL))
     text = wait_card(slack, message["ts"], "Dry run, nothing changed")
-    assert "would do: running → stopped" in text
+    assert "1 step: 1 would do" in text
+    assert "would do: running → stopped" in wait_thread(slack, message["ts"], "Audit records")
     assert instance_state(world["instance"]) == "running"
 
 
@@ -197,8 +211,8 @@ def test_a_finding_cards_isolate_button_opens_the_same_approval_and_isolates_onc
     irbot.click(RESPONDER, "ir_approve", request_id)  # still the two-person rule
     slack.wait_for(lambda s: s.ephemerals(RESPONDER))
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
-    text = wait_card(slack, card["ts"], "Done")
-    assert "Cut eni-" in text
+    wait_card(slack, card["ts"], "Done")
+    assert "Cut eni-" in wait_thread(slack, card["ts"], "Audit records")
     groups = boto3.client("ec2").describe_instances(InstanceIds=[world["instance"]])["Reservations"][0]["Instances"][0]["SecurityGroups"]
     assert [g["GroupName"] for g in groups] == [f"irbot-isolation-{world['vpc']}"]
 

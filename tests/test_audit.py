@@ -12,7 +12,7 @@ import redis
 
 from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER
 from tests.processes import IRBOT
-from tests.test_approval import ask_to_stop, wait_card
+from tests.test_approval import ask_to_stop, wait_card, wait_thread
 from core.audit import LOG, AuditTrail, find_break, record_hash
 
 
@@ -66,8 +66,9 @@ def test_audit_verify_passes_after_real_work_and_names_the_record_after_tamperin
     request_id, ts = ask_to_stop(irbot, slack, world["instance"])
     irbot.click(RESPONDER, "ir_approve", request_id)  # refused: self-approval
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
-    text = wait_card(slack, ts, "Done")
-    head = re.search(r"chain head sha256 ([0-9a-f]{64})", text).group(1)  # the seal's head, posted in the channel
+    wait_card(slack, ts, "Done")
+    # The seal's head, posted in the request's thread (short, like every digest in a message), is the trail's head.
+    head = re.search(r"chain head sha256 ([0-9a-f]{12})…", wait_thread(slack, ts, "Audit records")).group(1)
 
     ok = verify(irbot.env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -77,7 +78,7 @@ def test_audit_verify_passes_after_real_work_and_names_the_record_after_tamperin
     s3 = boto3.client("s3")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix="audit/")["Contents"])
     last_batch = s3.get_object(Bucket="ir-evidence", Key=keys[-1])["Body"].read().decode().splitlines()
-    assert json.loads(last_batch[-1])["hash"] == head
+    assert json.loads(last_batch[-1])["hash"].startswith(head)
 
     # One record altered in Redis.
     client = redis.Redis.from_url(redis_url)
@@ -113,7 +114,10 @@ def test_audit_in_the_channel_and_export_show_the_incidents_trail(run_irbot, wor
     irbot.command(f"collect {world['instance']}")
     slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(CHANNEL)))
     status, reply, elapsed = irbot.command("audit")
-    assert status == 200 and elapsed < 3 and reply["response_type"] == "in_channel"
+    # Only the asker sees it, unless asked to share it with the channel.
+    assert status == 200 and elapsed < 3 and reply["response_type"] == "ephemeral"
+    shared = irbot.command("audit --share")[1]
+    assert shared["response_type"] == "in_channel" and shared["text"].splitlines()[0] == reply["text"].splitlines()[0]
     lines = reply["text"].splitlines()
     assert lines[0].startswith(f"*Audit trail of {CHANNEL}*")
     assert f"<@{RESPONDER}> request.queued {world['instance']}" in lines[1]
@@ -127,6 +131,42 @@ def test_audit_in_the_channel_and_export_show_the_incidents_trail(run_irbot, wor
     assert records and all(r["incident"] == CHANNEL for r in records)
     assert [r["action"] for r in records][:3] == ["request.queued", "job.started", "evidence.stored"]
     assert all(r["hash"] == record_hash(r) for r in records)
+
+
+def export(env: dict, incident: str) -> subprocess.CompletedProcess:
+    return subprocess.run([IRBOT, "audit", "export", "--incident", incident], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_export_takes_the_declared_incidents_id_and_refuses_an_unknown_one(run_irbot, world, slack):
+    from tests.test_incidents import declare
+
+    irbot = run_irbot()
+    incident = declare(irbot, slack)
+    irbot.command(f"collect {world['instance']}", channel=incident["channel"])
+    slack.wait_for(lambda s: any("Evidence from" in m["text"] for m in s.messages(incident["channel"])))
+    irbot.settle()
+
+    exported = export(irbot.env, incident["id"])
+    assert exported.returncode == 0
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert records[0]["action"] == "incident.declared" and "evidence.stored" in [r["action"] for r in records]
+    assert {r["incident"] for r in records} == {incident["id"]}
+    assert exported.stderr == f"{len(records)} records of {incident['id']} exported\n"
+
+    # The declared incident's channel: its records carry the incident's ID, and the refusal says which.
+    by_channel = export(irbot.env, incident["channel"])
+    assert by_channel.returncode == 1 and by_channel.stdout == ""
+    assert by_channel.stderr == (f"irbot: {incident['channel']} is the channel of incident {incident['id']}, whose records carry its ID: "
+                                 f"irbot audit export --incident {incident['id']}\n")
+
+    which = "the declared incident's ID (IR-20260101-001, on its card) or, where none was declared, the channel ID (C0123ABCD)."
+    for unknown in ("IR-19990101-001", "C0NOTHING1"):
+        refused = export(irbot.env, unknown)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr == f"irbot: the audit trail has no incident {unknown}: give {which}\n"
+    malformed = export(irbot.env, "crypto-miner")
+    assert malformed.returncode == 2 and "Traceback" not in malformed.stderr
+    assert malformed.stderr == f"irbot: --incident 'crypto-miner' is not an incident ID: give {which}\n"
 
 
 def test_redis_losing_its_records_is_never_intact_and_the_chain_continues_from_the_sealed_head(run_irbot, world, slack, redis_url):

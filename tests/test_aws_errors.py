@@ -50,7 +50,7 @@ def test_access_denied_is_one_sentence_naming_the_permission_and_nothing_is_stor
     outcome = run_command(collect_request(world["instance"]))
     expected = "irbot's AWS identity is not allowed to call ec2:DescribeInstances in us-east-1 (UnauthorizedOperation)."
     assert outcome["ok"] is False and outcome["error"].startswith(expected)
-    [message] = slack.messages(CHANNEL)
+    [message] = slack.top_level(CHANNEL)
     assert expected in message["text"] and "Traceback" not in message["text"]
     assert evidence_keys() == []
 
@@ -62,7 +62,10 @@ def test_a_part_that_is_denied_is_noted_and_the_rest_is_still_collected(irbot_en
     assert outcome["ok"] is True
     assert not any(o["key"].endswith("console-output.txt") for o in outcome["objects"])
     assert any(o["key"].endswith("instance.json") for o in outcome["objects"])
-    assert "console-output.txt was not collected: irbot's AWS identity is not allowed to call ec2:GetConsoleOutput" in slack.messages(CHANNEL)[0]["text"]
+    [message] = slack.top_level(CHANNEL)
+    assert "1 note in the thread" in message["text"]
+    [detail] = slack.thread(CHANNEL, message["ts"])
+    assert "console-output.txt was not collected: irbot's AWS identity is not allowed to call ec2:GetConsoleOutput" in detail["text"]
 
 
 def test_a_throttle_that_outlasts_every_retry_says_so():

@@ -40,7 +40,7 @@ def irbot(*args: str, env: dict) -> subprocess.CompletedProcess:
         ("serve", {"SLACK_BOT_TOKEN": None}, "irbot: SLACK_BOT_TOKEN is not set: it should hold the bot token"),
         ("serve", {"SLACK_BOT_TOKEN": "xoxp-user-token"}, "irbot: SLACK_BOT_TOKEN is malformed: it should hold a bot token starting with xoxb-."),
         ("serve", {"SLACK_SIGNING_SECRET": None}, "irbot: SLACK_SIGNING_SECRET is not set"),
-        ("serve", {"IR_RESPONDERS": None}, "irbot: IR_RESPONDERS is not set: it should hold comma-separated Slack user IDs allowed to run /ir."),
+        ("serve", {"IR_RESPONDERS": None}, "irbot: IR_RESPONDERS is not set: it should hold comma-separated Slack user IDs allowed to run /ir (or set IR_RESPONDER_GROUP)."),
         ("serve", {"IR_RESPONDERS": "alice,bob"}, "irbot: IR_RESPONDERS is malformed: it should hold comma-separated Slack user IDs such as U012ABCDEF,U034GHIJKL."),
         ("serve", {"REDIS_URL": "localhost:6379"}, "irbot: REDIS_URL is malformed"),
         ("serve", {"SLACK_API_URL": "http://localhost:9/"}, "irbot: SLACK_API_URL is malformed: it should hold an http(s) URL ending in /api/"),
@@ -91,3 +91,34 @@ def test_secrets_are_scrubbed_from_irbots_and_libraries_log_lines():
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines[0]["event"] == "sending Authorization: Bearer [redacted]"
     assert lines[1]["signing_secret"] == "[redacted]" and lines[1]["detail"] == "secret=[redacted]"
+
+
+def subcommands(parser=None, prefix=()) -> list[tuple[str, ...]]:
+    """Every subcommand the parser has, nested ones (audit verify) included, so a new one is checked too."""
+    import argparse
+
+    from bot.cli import build_parser
+
+    parser = parser or build_parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((*prefix, name))
+                found.extend(subcommands(sub, (*prefix, name)))
+    return found
+
+
+def test_every_subcommands_help_says_what_it_does():
+    every = subcommands()
+    assert ("serve",) in every and ("audit", "export") in every and len(every) >= 13
+    for command in every:
+        result = subprocess.run([sys.executable, "-m", "bot.cli", *command, "--help"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        assert result.returncode == 0, command
+        # argparse prints the usage, then the description as its own paragraph, then the arguments.
+        paragraphs = result.stdout.split("\n\n")
+        assert not paragraphs[1].startswith(("options:", "positional arguments:", "audit commands:")), command
+        description = " ".join(paragraphs[1].split())
+        assert not description.endswith(":") and description.endswith("."), (command, description)
+        assert len(description) > 40, (command, description)

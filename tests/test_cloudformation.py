@@ -141,7 +141,9 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
 
     irbot.command(f"collect {world['instance']}")
     collected = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m.get("text", "")), None), timeout=60)
-    assert "were not collected" not in collected["text"] and "not collected" not in collected["text"], collected["text"]
+    irbot.settle()
+    detail = "\n".join(m["text"] for m in [collected, *slack.thread(CHANNEL, collected["ts"])])  # its notes are in its thread
+    assert "note" not in collected["text"] and "not collected" not in detail, detail
     for command in (f"isolate {world['instance']}", f"release {world['instance']}", f"revoke-key {key['AccessKeyId']}"):
         _, reply, _ = irbot.command(command)
         done = approve(irbot, slack, reply)
@@ -149,8 +151,11 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
     for command in (f"snapshot {world['instance']}", f"hunt-key {key['AccessKeyId']}"):
         irbot.command(command)
         # its message is posted as Running and redrawn as it ends
-        done = slack.wait_for(lambda s: next((text for m in s.messages(CHANNEL) if f"/ir {command}" in m.get("text", "")
+        done = slack.wait_for(lambda s: next((text for m in s.top_level(CHANNEL) if f"/ir {command}" in m.get("text", "")
                                               for text in [s.current(CHANNEL, m["ts"])["text"]] if text.startswith("Done")), None), timeout=90)
+        irbot.settle()
+        message = next(m for m in slack.top_level(CHANNEL) if f"/ir {command}" in m.get("text", ""))
+        done += "\n" + "\n".join(m["text"] for m in slack.thread(CHANNEL, message["ts"]))  # each step, in its thread
         # moto checks Lambda's REST signatures wrongly under enforcement (SignatureDoesNotMatch, whatever the policy):
         # hunt-key's Lambda search is the one part that can't pass here; every other part must.
         failed = [line for line in done.splitlines() if ":x:" in line and "couldn't search Lambda functions" not in line]
@@ -170,7 +175,8 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
     enforcing.on()
     slack.reset()
     irbot.command(f"collect {world['instance']}")
-    text = json.dumps(slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m.get("text", "")), None), timeout=60))
+    collected = slack.wait_for(lambda s: next((m for m in s.top_level(CHANNEL) if "Evidence from" in m.get("text", "")), None), timeout=60)
+    text = json.dumps(slack.wait_for(lambda s: s.thread(CHANNEL, collected["ts"]), timeout=60))  # the note, in its thread
     assert "console-output.txt was not collected" in text and "ec2:GetConsoleOutput" in text, text
     enforcing.off()
     second = boto3.client("iam").create_access_key(UserName="deploy-bot")["AccessKey"]["AccessKeyId"]
@@ -180,7 +186,7 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if request_id in m.get("text", "")), None), timeout=60)
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
     ended = slack.wait_for(lambda s: next((t for t in [s.current(CHANNEL, card["ts"])["text"]] if any(w in t.splitlines()[0] for w in ("Done", "Failed", "failed"))), None), timeout=60)
-    assert "iam:UpdateAccessKey" in ended, ended  # IAM, another service: the missing permission named too
+    assert "iam:UpdateAccessKey" in ended, ended  # IAM, another service: the missing permission named too, on the card
 
 
 def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_glass_principals(aws, enforcing):

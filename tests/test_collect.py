@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import boto3
@@ -84,10 +85,18 @@ def test_collect_job_stores_locked_evidence_with_digests_and_reports_it(irbot_en
     }
     assert manifest["request"]["user_id"] == RESPONDER and manifest["request"]["response_url"] is None
 
-    [message] = slack.messages(CHANNEL)
+    # One message in the channel, its outcome; each object, its short digest and its link in that message's thread.
+    [card] = slack.top_level(CHANNEL)
+    message = slack.current(CHANNEL, card["ts"])
+    assert "8 objects" in message["text"] and "write-protected by S3 Object Lock (COMPLIANCE" in message["text"]
+    assert "sha256" not in message["text"]
+    [detail] = slack.thread(CHANNEL, card["ts"])
     for stored in outcome["objects"]:
-        assert stored["sha256"] in message["text"]
-    assert "write-protected by S3 Object Lock (COMPLIANCE" in message["text"]
+        name = stored["key"].rsplit("/", 1)[-1]
+        assert f"{name} — " in detail["text"] and f"sha256 {stored['sha256'][:12]}… — " in detail["text"]
+        assert stored["sha256"] not in detail["text"]  # short in messages; whole in the object's metadata and the manifest
+    assert "Audit records 1-" in detail["text"] and "Audit records" not in message["text"]  # the seal, only in the thread
+    assert re.search(r"chain head sha256 [0-9a-f]{12}…", detail["text"]) and not re.search(r"sha256 [0-9a-f]{13}", detail["text"])
 
 
 def test_governance_mode_and_retention_days_are_configurable(irbot_env, slack, monkeypatch):
@@ -106,7 +115,8 @@ def test_a_bucket_without_object_lock_is_used_but_the_channel_is_warned(irbot_en
     assert outcome["ok"]
     obj = boto3.client("s3").head_object(Bucket="ir-evidence", Key=outcome["objects"][0]["key"])
     assert "ObjectLockMode" not in obj
-    [message] = slack.messages(CHANNEL)
+    [card] = slack.top_level(CHANNEL)
+    message = slack.current(CHANNEL, card["ts"])
     assert "NOT write-protected" in message["text"]
     assert any("not write-protected" in json.dumps(b) for b in message["blocks"])
 
@@ -116,7 +126,8 @@ def test_a_missing_instance_is_a_sentence_in_the_channel_and_nothing_is_stored(i
     outcome = run_command(request_for("i-0123456789abcdef0").to_dict())
     assert outcome == {"ok": False, "error": "Instance i-0123456789abcdef0 was not found in us-east-1: check the ID, and the region (add --region R)."}
     assert evidence_keys() == []
-    [message] = slack.messages(CHANNEL)
+    [card] = slack.top_level(CHANNEL)
+    message = slack.current(CHANNEL, card["ts"])
     assert "was not found in us-east-1" in message["text"]
     assert "Traceback" not in message["text"]
 
@@ -127,7 +138,8 @@ def test_a_missing_evidence_bucket_is_named_and_the_instance_is_not_touched(irbo
     outcome = run_command(request_for(world["instance"]).to_dict())
     assert outcome["ok"] is False
     assert "no-such-evidence-bucket does not exist" in outcome["error"]
-    assert "does not exist" in slack.messages(CHANNEL)[0]["text"]
+    [card] = slack.top_level(CHANNEL)
+    assert "does not exist" in slack.current(CHANNEL, card["ts"])["text"]
 
 
 def test_an_instance_in_another_region_is_collected_with_region(irbot_env, slack):
@@ -135,7 +147,8 @@ def test_an_instance_in_another_region_is_collected_with_region(irbot_env, slack
     other = make_world("eu-west-1", bucket=None)
     outcome = run_command(request_for(other["instance"], region="eu-west-1").to_dict())
     assert outcome["ok"]
-    assert f"{other['instance']} (123456789012, eu-west-1)" in slack.messages(CHANNEL)[0]["text"]
+    [card] = slack.top_level(CHANNEL)
+    assert f"{other['instance']} (123456789012, eu-west-1)" in slack.current(CHANNEL, card["ts"])["text"]
 
 
 def test_posting_falls_back_to_response_url_when_the_bot_is_not_in_the_channel(irbot_env, slack):
@@ -144,6 +157,7 @@ def test_posting_falls_back_to_response_url_when_the_bot_is_not_in_the_channel(i
     request = CommandRequest(command="collect", targets=(world["instance"],), options={}, user_id=RESPONDER,
                              channel_id=CHANNEL, incident=CHANNEL, response_url=slack.response_url("c1"))
     assert run_command(request.to_dict())["ok"]
-    [posted] = slack.calls_to("response_url")
-    assert posted.params["response_type"] == "in_channel"
-    assert "sha256" in posted.params["text"]
+    # No ts to hang a thread from: the outcome, then its detail after it.
+    posted, detail = slack.calls_to("response_url")
+    assert posted.params["response_type"] == detail.params["response_type"] == "in_channel"
+    assert "8 objects" in posted.params["text"] and "sha256" in detail.params["text"]

@@ -70,6 +70,13 @@ def associated_profile(instance_id: str):
     return [a["IamInstanceProfile"]["Arn"] for a in found if a.get("State", "associated") == "associated"]
 
 
+def detail_of_first_request(slack) -> dict:
+    """The thread of the channel's first request message, as one message: its steps, notes and seal."""
+    card = slack.top_level(CHANNEL)[0]
+    replies = slack.thread(CHANNEL, card["ts"])
+    return {"text": "\n".join(m["text"] for m in replies), "blocks": [b for m in replies for b in m.get("blocks") or []]}
+
+
 def step_outcomes(outcome: dict) -> dict[str, str]:
     return {s["name"]: s["outcome"] for s in outcome["steps"]}
 
@@ -115,8 +122,9 @@ def test_isolate_contains_the_instance_and_reports_every_step(containment, slack
     assert record["auto_scaling_group"] == "web-asg" and record["instance_profile"]["arn"] == world["profile"]
     assert record["network_interfaces"][0]["groups"] == [world["web_group"]]
 
-    # Every step is in the channel (the card) and in the audit trail.
-    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])
+    # Every step is in the channel (in the card's thread; the card counts them) and in the audit trail.
+    assert f"{len(outcome['steps'])} steps: " in slack.current(CHANNEL, slack.top_level(CHANNEL)[0]["ts"])["text"]
+    card = detail_of_first_request(slack)
     for step in outcome["steps"]:
         assert f"{step['title']} — {step['outcome']}" in card["text"]
     assert "ICMP flows stay tracked" in card["text"]
@@ -229,7 +237,7 @@ def test_revoke_key_deactivates_quarantines_and_reports_the_other_ways_in(contai
     denied = policy["Statement"][0]
     assert denied["Effect"] == "Deny" and {"iam:CreateAccessKey", "iam:CreateUser", "ec2:RunInstances", "lambda:CreateFunction"} <= set(denied["Action"])
     assert policy["Statement"][1]["Condition"] == {"Null": {"aws:TokenIssueTime": "false"}}  # every session made from its keys
-    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    card = detail_of_first_request(slack)["text"]
     assert f"other active keys: {other}" in card and "no console password" in card
 
     again, _ = approved_run(redis_conn, "revoke-key", leaked)
@@ -243,7 +251,7 @@ def test_revoke_key_where_the_quarantine_policy_was_never_deployed_says_so(conta
     leaked = containment["keys"][0]["AccessKeyId"]
     outcome, _ = approved_run(redis_conn, "revoke-key", leaked)
     assert step_outcomes(outcome)["deactivate"] == "done" and step_outcomes(outcome)["quarantine"] == "failed"
-    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    card = detail_of_first_request(slack)["text"]
     assert "irbot-quarantine is not in this account" in card and "deploy/cloudformation" in card, card
 
 
@@ -256,7 +264,7 @@ def test_revoke_key_refuses_a_quarantine_policy_that_is_not_irbots(containment, 
     outcome, _ = approved_run(redis_conn, "revoke-key", containment["keys"][0]["AccessKeyId"])
     assert step_outcomes(outcome)["deactivate"] == "done" and step_outcomes(outcome)["quarantine"] == "failed"
     assert boto3.client("iam").list_attached_user_policies(UserName="deploy-bot")["AttachedPolicies"] == []
-    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    card = detail_of_first_request(slack)["text"]
     assert "is not irbot's quarantine policy" in card, card
 
 
@@ -302,14 +310,22 @@ def test_hunt_key_finds_instances_the_key_launched_in_two_other_regions(containm
     for region, instance_id in launched.items():
         assert found[(instance_id, region)]["by_key"] is True
     assert {"eu-west-1", "ap-southeast-2", "us-east-1"} <= set(trail.asked)  # every enabled region was searched
-    # One card per suspicious resource, with the buttons that act on it.
-    cards = [m for m in slack.messages(CHANNEL) if m["text"].startswith("Finding of /ir hunt-key")]
+    # One message in the channel: the worst findings named, each with the buttons that act on it; the others are
+    # cards in its thread, with theirs.
+    [message] = slack.top_level(CHANNEL)
+    summary = slack.current(CHANNEL, message["ts"])
+    total = len(outcome["facts"]["findings"])
+    assert f"{total} findings, the worst 3:" in summary["text"]
     for region, instance_id in launched.items():
-        [card] = [c for c in cards if instance_id in c["text"]]
-        buttons = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert f"• instance {instance_id} in 123456789012, {region}, made by the key (CloudTrail)" in summary["text"]
+        [line] = [i for i, b in enumerate(summary["blocks"]) if instance_id in b.get("text", {}).get("text", "")]
+        buttons = summary["blocks"][line + 1]["elements"]
         assert [json.loads(b["value"]) for b in buttons] == [
             {"command": "isolate", "target": instance_id, "region": region, "account": "123456789012"},
             {"command": "stop", "target": instance_id, "region": region, "account": "123456789012"}]
+    cards = [m for m in slack.thread(CHANNEL, message["ts"]) if m["text"].startswith("Finding of /ir hunt-key")]
+    assert len(cards) == total - 3 and not any(i in c["text"] for c in cards for i in launched.values())
+    assert all(any(b["type"] == "actions" for b in c["blocks"]) for c in cards if "access-key" in c["text"])
     assert any(k.endswith("hunt-key.json") for k in evidence_keys())
 
 
@@ -354,7 +370,7 @@ def test_isolate_warns_where_connections_may_stay_tracked(containment, slack, re
     table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [containment["vpc"]]}])["RouteTables"][0]["RouteTableId"]
     ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     outcome, _ = approved_run(redis_conn, "isolate", containment["instance"])
-    card = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])
+    card = detail_of_first_request(slack)
     assert f"Connections through NAT gateway {nat} may stay tracked" in card["text"]
     assert any(f"NAT gateway {nat}" in e["text"] for b in card["blocks"] if b["type"] == "context" for e in b["elements"])
 
@@ -377,7 +393,7 @@ def test_hunt_key_with_the_real_cloudtrail_client_reports_what_it_found_where_lo
     assert {s["name"] for s in gaps} >= {"region:eu-west-1:gaps", "region:us-east-1:gaps"}
     assert all(s["detail"].startswith("couldn't search CloudTrail events (AWS answered cloudtrail:LookupEvents in ") for s in gaps)
     assert len(gaps) == len({s["name"] for s in gaps})  # one line a region
-    text = " ".join(m["text"] + json.dumps(m.get("blocks")) for m in slack.messages(CHANNEL))
+    text = " ".join(m["text"] + json.dumps(m.get("blocks")) for m in (slack.current(CHANNEL, p["ts"]) for p in slack.messages(CHANNEL)))
     assert instance_id in text and "html" not in text.lower() and "<?xml" not in text
 
 
@@ -392,11 +408,13 @@ def test_hunt_key_cards_are_capped_and_hostile_names_reach_the_channel_as_text(c
 
     outcome = run_command(request("hunt-key", leaked["AccessKeyId"], since=datetime.now(timezone.utc).date().isoformat()).to_dict())
     assert len([f for f in outcome["facts"]["findings"] if f["kind"] == "key-pair"]) == 24
-    cards = [m for m in slack.messages(CHANNEL) if m["text"].startswith("Finding of /ir hunt-key")]
-    assert len(cards) == 20
+    # 20 findings shown: the worst 3 in the request's message, 17 as cards in its thread; the rest counted there.
+    [message] = slack.top_level(CHANNEL)
+    cards = [m for m in slack.thread(CHANNEL, message["ts"]) if m["text"].startswith("Finding of /ir hunt-key")]
+    assert len(cards) == 17 and slack.current(CHANNEL, message["ts"])["text"].count("\n• ") == 3
     posted = json.dumps([c.params for c in slack.calls])
     assert "<!channel>" not in posted and "<https://evil" not in posted and "&lt;!channel&gt;" in posted
-    report = slack.current(CHANNEL, slack.messages(CHANNEL)[0]["ts"])["text"]
+    report = "\n".join(m["text"] for m in slack.thread(CHANNEL, message["ts"]))
     total = len(outcome["facts"]["findings"])
     assert f"{total - 20} more findings (" in report and f"all {total} are in the saved evidence" in report
     [key] = [k for k in evidence_keys() if k.endswith("hunt-key.json")]

@@ -24,17 +24,23 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert re.search(r"creates the private channel #ir-\d{8}-001-ec2-instance-i-[0-9a-f]{17}", out)
     assert "(pins the incident card)" in out
     assert "alice: /ir help" in out and "/ir collect <instance-id> [--region R]" in out
-    assert "irbot (only mallory sees this): @mallory, you are not on irbot's responder list" in out
+    assert "irbot (only mallory sees this): You (user ID U0MALLORY) are not on irbot's responder list" in out
     assert "Did you mean `/ir collect`?" in out
     assert re.search(r"irbot: Evidence from i-[0-9a-f]{17} \(123456789012, us-east-1\) collected for @alice: 8 objects", out)
+    # The channel gets one message per request; its detail is marked as a reply in its thread, digests short.
+    assert re.search(r"\n\[\d\d:\d\d\]     ↳ in thread: irbot: • instance\.json — [\d.]+ KiB — sha256 [0-9a-f]{12}… — <link to instance\.json>", out)
+    assert not re.search(r"sha256 `?[0-9a-f]{13}", out)
+    assert "Audit records" not in "\n".join(line for line in out.splitlines() if "irbot:" in line and "↳ in thread" not in line)
+    assert "irbot (only alice sees this): Queued `/ir collect" in out and "results will follow here" not in out
     from standins.local_sshd import find_sshd
 
     if find_sshd():
         # The memory scene: one host captured over SSH, verified, into the bucket.
         assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
-        assert "1 of 1 targets ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
-        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody, the report,
-        # and the member account's isolation record and its copy.
+        assert "1 of 1 target ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
+        assert re.search(r"↳ in thread: irbot: Memory capture for @alice", out)
+        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody,
+        # the final report kept at close, and the member account's isolation record and its copy.
         assert "Evidence bucket s3://irbot-demo-evidence: 16 evidence objects, 16 of them match their sha256 metadata." in out
     else:
         assert "(No memory scene: no OpenSSH server on this machine" in out
@@ -42,25 +48,37 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in 123456789012, us-east-1, requested by @alice", out)
+    assert re.search(r"↳ in thread: irbot: \*Plan \(dry run, nothing changed yet\)\*\n +1\. 🔹 Record the current configuration", out)
+    assert re.search(r"↳ in thread: irbot \(updates its reply\): \*Steps\*", out)
     assert "Cut eni-" in out and "(isolation)" in out
-    assert re.search(r"Done: `/ir snapshot i-[0-9a-f]{17}` in 123456789012, us-east-1", out)
+    assert re.search(r"Done: `/ir snapshot i-[0-9a-f]{17}` in 123456789012, us-east-1, for @alice: 3 steps: 3 done", out)
     # The leaked-key scene: what the key made far away, then the key revoked under approval.
-    assert re.search(r"instance i-[0-9a-f]{17} in 123456789012, eu-west-1, made by the key", out)
-    assert re.search(r"instance i-[0-9a-f]{17} in 123456789012, ap-southeast-2, made by the key", out)
-    assert re.search(r"Done: `/ir revoke-key AKIA[A-Z0-9]{16}` in 123456789012, us-east-1, requested by @bob", out)
+    # hunt-key: one message naming the worst findings, the other findings' cards in its thread.
+    assert re.search(r"\d+ findings, the worst 3:\n +• instance i-[0-9a-f]{17} in 123456789012, eu-west-1, made by the key", out)
+    assert re.search(r"\n +• instance i-[0-9a-f]{17} in 123456789012, ap-southeast-2, made by the key", out)
+    assert re.search(r"↳ in thread: irbot: Finding of /ir hunt-key AKIA[A-Z0-9]{16}: access-key", out)
+    assert re.search(r"Done: `/ir revoke-key AKIA[A-Z0-9]{16}` in 123456789012, IAM \(global\), requested by @bob", out)
     assert "Deactivate AKIA" in out and "irbot-quarantine attached" in out
     assert "irbot (only alice sees this): You asked for this, so you can't approve it" in out
     assert "irbot (only mallory sees this): Only irbot's approvers" in out
     assert "Approved by @bob" in out
-    assert re.search(r"\*Audit trail of IR-\d{8}-001\*", out)
+    # status and audit answer the asker alone.
+    assert re.search(r"irbot \(only alice sees this\): \*Audit trail of IR-\d{8}-001\*", out)
+    assert re.search(r"irbot \(only bob sees this\): :large_orange_circle: \*IR-\d{8}-001\*", out)
     # The card follows the work; the report is uploaded; the incident is closed.
     assert re.search(r"• `i-[0-9a-f]{17} \(123456789012, us-east-1\)`: collected, isolated, snapshotted", out)
+    assert re.search(r"irbot \(updates the pinned incident card\): • `i-[0-9a-f]{17} \(123456789012, us-east-1\)`: collected ·", out)
     # The organization: a finding from member account 222222222222, isolated there from its card in #alerts.
     assert re.search(r"irbot: GuardDuty finding: .* account 222222222222, us-east-1, instance `i-[0-9a-f]{17}`", out)
     assert "bob: [clicks Isolate on the finding card]" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in 222222222222, us-east-1, requested by @bob", out)
     assert re.search(r"saved to s3://irbot-demo-evidence/C0ALERTS01/222222222222/i-[0-9a-f]{17}/", out)
     assert "*Keys revoked*: `AKIA" in out and "status *CLOSED*" in out
-    assert re.search(r"\(uploads the file \"IR-\d{8}-001 incident report\"\)", out)
+    # close keeps and uploads the final report, which names people as Slack does
+    assert re.search(r"\(uploads the file \"IR-\d{8}-001 final incident report\"\)", out)
+    assert re.search(r"Commander: Alice \(U\w+\)", out) and "Status: closed" in out
     assert re.search(r"Audit trail \(as `irbot audit verify` checks it\): \d+ records, \d+ sealed batches, chain intact\.", out)
     assert '"level"' not in out and "Traceback" not in result.stderr
+    # Quieter than before threads (338 lines, 30 top-level messages for the same story): at least a third shorter.
+    top_level = [line for line in out.splitlines() if re.match(r"\[\d\d:\d\d\] irbot( in #\S+)?: (?!\((creates|pins|uploads) )", line)]
+    assert len(out.splitlines()) <= 338 * 2 // 3 and len(top_level) <= 30 * 2 // 3, (len(out.splitlines()), len(top_level))

@@ -72,7 +72,7 @@ def test_a_healthy_deployment_passes_every_check(aws, slack, durable_redis_url):
     status, lines, printed = doctor(environment(aws, slack, durable_redis_url, IR_FINDINGS_QUEUE_URL=queue, IR_ACCOUNTS=f"{FIRST},{SECOND}"))
 
     assert status == 0, printed
-    assert lines["slack"].startswith("pass token valid (irbot in irbot test), with all 8 bot scopes")
+    assert lines["slack"].startswith("pass token valid (irbot in irbot test), with all 9 bot scopes")
     assert lines["redis"].startswith("pass reachable at 127.0.0.1:") and "appendonly yes, appendfsync everysec" in lines["redis"]
     assert lines["evidence"] == "pass bucket ir-evidence has Object Lock; irbot writes evidence in COMPLIANCE mode for 90 days."
     assert lines["findings"].startswith(f"pass queue {queue} present, dead-letter queue ") and lines["findings"].endswith("irbot-findings-dlq.")

@@ -12,7 +12,7 @@ import redis
 from core.audit import AuditTrail
 from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER
 from tests.processes import IRBOT
-from tests.test_approval import wait_card
+from tests.test_approval import wait_card, wait_thread
 
 
 def group_names(instance_id: str) -> list[str]:
@@ -44,7 +44,8 @@ def test_a_worker_killed_while_the_interface_is_allow_all_is_noticed_and_the_iso
     assert group_names(world["instance"]) == [untrack]
     irbot.start_again("worker")  # a fresh worker notices the dead one's job
 
-    text = wait_card(slack, card["ts"], "Done", timeout=120)
+    wait_card(slack, card["ts"], "Done", timeout=120)
+    text = wait_thread(slack, card["ts"], "Audit records")  # the steps and the notes, in the card's thread
     assert "Resumed after the worker running it died" in text and "left by an interrupted run" in text
     assert time.monotonic() - killed_at < 90
     assert group_names(world["instance"]) == [isolation]
@@ -91,8 +92,8 @@ def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing_and_
 
         irbot.wait_until_ready()  # the bot and the worker found Redis again by themselves
         irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
-        text = wait_card(slack, card["ts"], "Done", timeout=60)
-        assert "running → stopping" in text
+        wait_card(slack, card["ts"], "Done", timeout=60)
+        assert "running → stopping" in wait_thread(slack, card["ts"], "Audit records")
         verified = subprocess.run([IRBOT, "audit", "verify"], env=irbot.env, capture_output=True, text=True, timeout=60)
         assert verified.returncode == 0, verified.stdout
     finally:

@@ -55,7 +55,7 @@ def test_a_guardduty_instance_finding_becomes_a_card_with_its_buttons(consumer, 
     [card] = slack.messages(ALERTS)
     assert "GuardDuty finding: EC2 instance i-99999999 is querying a domain name" in card["text"]
     assert "high (8)" in card["text"] and "CryptoCurrency:EC2/BitcoinTool.B!DNS" in card["text"] and "account 123456789012, us-east-1" in card["text"]
-    assert "instance `i-99999999`" in card["text"] and "first seen 2026-11-23T08:51:23Z, last seen 2026-11-23T08:58:23Z, seen 1 times" in card["text"]
+    assert "instance `i-99999999`" in card["text"] and "first seen 2026-11-23T08:51:23Z, last seen 2026-11-23T08:58:23Z, seen once" in card["text"]
     assert buttons(card) == ["Declare incident", "Collect", "Isolate"]
     isolate = next(e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"] if e["text"]["text"] == "Isolate")
     assert json.loads(isolate["value"]) == {"command": "isolate", "target": "i-99999999", "region": "us-east-1", "account": "123456789012"}

@@ -266,7 +266,7 @@ def test_a_card_button_with_a_value_irbot_would_not_draw_queues_nothing(run_irbo
     irbot.click(RESPONDER, "ir_request_isolate", json.dumps({"command": "isolate", "target": instance, "region": "us-east-1"}))
     slack.wait_for(lambda s: any("Approval needed" in m.get("text", "") for m in s.messages(CHANNEL)))
     irbot.settle()
-    texts = [m.get("text", "") for m in slack.messages(CHANNEL)]
+    texts = [m.get("text", "") for m in slack.top_level(CHANNEL)]
     assert sum("Approval needed" in t for t in texts) == 1 and all(f"`/ir isolate {instance}`" in t for t in texts), texts
 
 

@@ -90,10 +90,11 @@ def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys
     [audited] = custody_records(redis_conn)
     assert audited["outcome"] == "complete" and audited["params"]["sha256"] == custody["sha256"]
 
-    # The batch's message reports it with its digest.
-    progress = next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))
-    final = slack.current(CHANNEL, progress["ts"])["text"]
-    assert "1 of 1 targets ended" in final and f"sha256 `{custody['sha256']}`" in final
+    # The batch's progress, in the thread of the request's card, reports it with its digest (short: whole in the custody).
+    [card] = slack.top_level(CHANNEL)
+    progress = next(m for m in slack.thread(CHANNEL, card["ts"]) if m["text"].startswith("Memory capture"))
+    assert "1 of 1 target ended" in progress["text"] and f"sha256 `{custody['sha256'][:12]}…`" in progress["text"]
+    assert custody["sha256"] not in json.dumps([c.params for c in slack.calls])
 
 
 @pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
@@ -172,18 +173,20 @@ def test_three_targets_in_parallel_on_three_workers_one_failing(start_irbot, wor
     status, reply, elapsed = irbot.command(f"memory {good} {also_good} {unknown}")
     assert status == 200 and elapsed < 3 and "needs approval" in reply["text"]
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Approval needed" in m.get("text", "")), None))
-    assert card["text"].count("would do: ssh ") == 3
+    plan = slack.wait_for(lambda s: "\n".join(m["text"] for m in s.thread(CHANNEL, card["ts"])))
+    assert plan.count("would do: ssh ") == 3 and "would do: ssh " not in card["text"]  # the plan is in the card's thread
     request_id = next(b for b in card["blocks"] if b["type"] == "actions")["elements"][0]["value"]
     irbot.click(SECOND_RESPONDER, "ir_approve", request_id)
 
     progress = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if m["text"].startswith("Memory capture")), None))
     final = slack.wait_for(lambda s: "3 of 3 targets ended" in s.current(CHANNEL, progress["ts"])["text"] and s.current(CHANNEL, progress["ts"])["text"], timeout=120)
     digest = hashlib.sha256(memory_source.read_bytes()).hexdigest()
-    assert final.count(f"sha256 `{digest}`") == 2
+    assert final.count(f"sha256 `{digest[:12]}…`") == 2
     assert "irbot knows no host key for 127.0.0.3" in final
     # The batch's last job ends the request once every target's job has ended.
     ended = slack.wait_for(lambda s: "Failed" in s.current(CHANNEL, card["ts"])["text"] and s.current(CHANNEL, card["ts"])["text"])
-    assert "2 of 3 captures complete" in ended
+    assert "Capture" in ended and "irbot knows no host key for 127.0.0.3" in ended  # the failed step, on the card
+    slack.wait_for(lambda s: any("2 of 3 captures complete" in m["text"] for m in s.thread(CHANNEL, card["ts"])))
 
     s3 = boto3.client("s3")
     custody = [json.loads(s3.get_object(Bucket="ir-evidence", Key=k)["Body"].read()) for k in evidence_keys() if k.endswith(".custody.json")]

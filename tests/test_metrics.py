@@ -97,7 +97,7 @@ def test_metrics_count_requests_retries_jobs_approvals_and_queued_work_across_pr
     ec2_proxy.refuse("DescribeInstances", "RequestLimitExceeded", 503, times=2)
     slack.rate_limit("chat.postMessage", 1)
     status, reply, _ = irbot.command(f"collect {instance}")
-    assert status == 200 and reply["response_type"] == "in_channel"
+    assert status == 200 and reply["response_type"] == "ephemeral" and "Queued" in reply["text"]
 
     scrape = Scrape(irbot.url)  # serve's own counts are stored before it answers: no waiting for a flush
     assert scrape.value("irbot_requests_total", command="collect", outcome="refused") == 2

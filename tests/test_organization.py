@@ -86,7 +86,7 @@ def test_isolate_in_a_member_account_changes_that_account_alone(run_irbot, organ
     where = f"{member['instance']} ({FIRST}, us-east-1)"
     assert summarise(records)["targets"] == {where: ["isolated"]}
     report = report_markdown(Incident("IR-1", "t", "high", RESPONDER), records, (0, ""), 0)
-    assert f"### `/ir isolate {member['instance']}` in {FIRST}, us-east-1 (request {request_of(reply)})" in report
+    assert f"### `{where}`" in report and f"- `/ir isolate` (request {request_of(reply)})" in report
 
 
 def test_an_account_outside_ir_accounts_is_refused_and_nothing_is_queued(run_irbot, organization, slack, redis_conn):
@@ -106,7 +106,7 @@ def test_revoke_key_acts_in_the_account_that_owns_the_key(run_irbot, organizatio
     key = organization["members"][SECOND]["key"]["AccessKeyId"]
     _, reply, _ = irbot.command(f"revoke-key {key}")  # no --account: sts:GetAccessKeyInfo says whose it is
     text = approve(irbot, slack, reply)
-    assert f"in {SECOND}, us-east-1" in text
+    assert f"in {SECOND}, IAM (global)" in text
     [found] = member_session(SECOND).client("iam").list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"]
     assert found["Status"] == "Inactive"
     assert member_session(FIRST).client("iam").list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"][0]["Status"] == "Active"
@@ -154,7 +154,9 @@ def test_hunt_key_across_all_accounts_finds_the_instances_in_both_members_and_bo
     key = organization["members"][FIRST]["key"]["AccessKeyId"]
     irbot.command(f"hunt-key {key} --accounts all --since {datetime.now(timezone.utc).date().isoformat()}")
     irbot.settle(timeout=120)
-    cards = [m["text"] for m in slack.messages(CHANNEL) if m["text"].startswith("Finding of /ir hunt-key")]
+    # The worst findings are lines of the request's message, the others cards in its thread: every one names its place.
+    [message] = slack.top_level(CHANNEL)
+    cards = [line for m in [slack.current(CHANNEL, message["ts"]), *slack.thread(CHANNEL, message["ts"])] for line in m["text"].splitlines()]
     members = organization["members"]
     for account, instance, region in ((FIRST, members[FIRST]["instance"], "us-east-1"), (SECOND, members[SECOND]["instance"], "us-east-1"),
                                       (SECOND, members[SECOND]["far_instance"], "eu-west-1")):

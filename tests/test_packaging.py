@@ -14,7 +14,7 @@ def test_manifest_declares_ir_interactivity_socket_mode_and_only_the_scopes_used
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/ir"]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
-    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == ["channels:manage", "chat:write", "chat:write.public", "commands", "files:write", "groups:write", "pins:write", "usergroups:read"]
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == ["channels:manage", "chat:write", "chat:write.public", "commands", "files:write", "groups:write", "pins:write", "usergroups:read", "users:read"]
 
 
 def test_compose_runs_redis_bot_and_worker_from_the_dockerfile():

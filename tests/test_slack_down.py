@@ -34,15 +34,18 @@ def test_a_slack_outage_during_a_collect_fails_nothing_and_every_digest_reaches_
     assert job.get_status() == "finished" and time.monotonic() - started < 20  # the job ended while Slack was down, and did not fail
     assert slack.calls_to("chat.postMessage:unavailable") and not slack.messages(CHANNEL)
 
-    message = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if "Evidence from" in m["text"]), None), timeout=90)
+    card = slack.wait_for(lambda s: next((m for m in s.top_level(CHANNEL) if "Evidence from" in m["text"]), None), timeout=90)
+    # The detail waited behind its message, and went in that message's thread once Slack gave the message its ts.
+    [message] = slack.wait_for(lambda s: s.thread(CHANNEL, card["ts"]), timeout=90)
     s3 = boto3.client("s3")
     prefix = f"{CHANNEL}/123456789012/{world['instance']}/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ir-evidence", Prefix=prefix)["Contents"]]
     assert len(keys) >= 6
     for key in keys:
         digest = s3.head_object(Bucket="ir-evidence", Key=key)["Metadata"]["sha256"]
-        assert digest in message["text"] or key.endswith("manifest.json")
+        assert f"sha256 {digest[:12]}…" in message["text"]
     assert sum("Evidence from" in m["text"] for m in slack.messages(CHANNEL)) == 1  # delivered once
+    assert len(slack.messages(CHANNEL)) == 2 and slack.top_level(CHANNEL) == [card]
     assert connection.llen("irbot:outbox") == 0
 
 

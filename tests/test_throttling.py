@@ -13,7 +13,7 @@ import pytest
 from standins.aws_proxy import AwsProxy
 from tests.helpers import CHANNEL, SECOND_RESPONDER, amazon_image, evidence_keys, make_containment_world, make_world
 from tests.processes import IRBOT
-from tests.test_approval import audit_of, wait_card
+from tests.test_approval import audit_of, wait_card, wait_thread
 from tests.test_faults import group_names
 
 
@@ -52,7 +52,7 @@ def test_isolate_collect_and_hunt_key_all_finish_through_a_minute_of_throttling(
     text = wait_card(slack, card["ts"], "Done", timeout=240)
     assert "Failed" not in text and "throttl" not in text.lower()
     slack.wait_for(lambda s: any(m["text"].startswith(f"Evidence from {world['instance']}") for m in s.messages(CHANNEL)), timeout=240)
-    slack.wait_for(lambda s: any(launched in m["text"] for m in s.messages(CHANNEL)), timeout=240)
+    slack.wait_for(lambda s: any(launched in s.current(CHANNEL, m["ts"])["text"] for m in s.messages(CHANNEL)), timeout=240)
     irbot.settle(timeout=240)
 
     assert sum(proxy.tally.refused.values()) >= 50 and len(proxy.tally.refused) >= 15  # many calls, of many kinds
@@ -83,7 +83,8 @@ def test_throttling_that_outlasts_every_retry_after_the_first_move_never_leaves_
     isolate = request_of(reply)
     card = slack.wait_for(lambda s: next((m for m in s.messages(CHANNEL) if isolate in m.get("text", "") and "Approval needed" in m["text"]), None))
     irbot.click(SECOND_RESPONDER, "ir_approve", isolate)
-    text = wait_card(slack, card["ts"], "Done", timeout=120)
+    wait_card(slack, card["ts"], "Done", timeout=120)
+    text = wait_thread(slack, card["ts"], "Audit records")  # the steps, in the card's thread
     assert "a later try moved" in text and "to the isolation group" in text
     assert group_names(world["instance"]) == [f"irbot-isolation-{world['vpc']}"]
     assert proxy.tally.refused["ModifyInstanceAttribute"] >= 2

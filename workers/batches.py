@@ -28,6 +28,7 @@ from core.logs import get_logger
 from core.queues import queue
 from workers.context import JobContext
 from workers.running import finish, load, run_action
+from actions.words import plural
 
 log = get_logger(__name__)
 REDRAW_EVERY_SECONDS = 3
@@ -48,7 +49,8 @@ def start(ctx: JobContext, pending, spec: ActionSpec) -> dict:
     """Fan the approved request out: one job per target, one job that ends the request, and the progress message."""
     request = pending.request
     rows = {t: {"state": "queued", "done": 0, "expected": None, "rate": 0.0} for t in request.targets}
-    ts = ctx.slack.reply(request, *messages.memory_progress(request, rows)) or ""
+    # In the thread of the request's card: the card says where the batch stands, the thread how each target goes.
+    ts = ctx.slack.reply(request, *messages.memory_progress(request, rows), thread_ts=pending.message_ts) or ""
     key = batch_key(request.id)
     ctx.connection.hset(key, mapping={"ts": ts, "approvers": json.dumps(pending.approvers),
                                       **{f"row:{t}": json.dumps(row) for t, row in rows.items()}})
@@ -147,7 +149,7 @@ def end_batch(request_id: str) -> dict:
               "outcome": "done" if t in complete else "failed",
               "detail": f"{r.get('done')} bytes, sha256 {r.get('sha256')}" if t in complete else r.get("reason", "")}
              for t, r in rows.items()]
-    note = f"{len(complete)} of {len(rows)} {spec.batch_word} complete."
+    note = f"{len(complete)} of {len(rows)} {plural(len(rows), spec.batch_word.removesuffix('s'), spec.batch_word)} complete."
     failed = [t for t in rows if t not in complete]
     if failed:
         note += f" To try again: `/ir {pending.request.command} {' '.join(failed)}`."

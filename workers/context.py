@@ -21,7 +21,8 @@ from actions.errors import ActionError
 from actions.context import RunContext
 from actions.memory import MemorySettings
 from actions.registry import ActionSpec
-from chat.directory import approver_group
+from chat.directory import approver_group, responder_group
+from chat.messages import short
 from chat.outbox import Outbox
 from chat.slack import Slack
 from core import settings as settings_module
@@ -46,7 +47,8 @@ class Runtime:
         self.connection = connection
         self.slack = Slack.from_settings(settings, Outbox(connection), lambda: schedule_outbox_delivery(connection))
         self.audit = trail_for(settings, connection)
-        self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client), self.audit)
+        self.book: ApprovalBook = book_from_settings(settings, connection, approver_group(settings, self.slack.client), self.audit,
+                                                     responder_group(settings, self.slack.client))
         self.worker = f"worker:{socket.gethostname()}"
 
 
@@ -246,7 +248,8 @@ class JobContext:
             return "Audit trail not sealed this time (see the worker log); it will be sealed with the next batch."
         if seal is None:
             return ""
-        return f"Audit records {seal.first}-{seal.last} sealed to s3://{self.settings.evidence_bucket}/{seal.key}; chain head sha256 {seal.head}."
+        # For the request's thread: the head short, like every digest in a message (the sealed batch's name carries it too).
+        return f"Audit records {seal.first}-{seal.last} sealed to s3://{self.settings.evidence_bucket}/{seal.key}; chain head sha256 {short(seal.head)}"
 
 
 def state_record_key(account: str, region: str, target: str) -> str:

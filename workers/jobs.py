@@ -19,13 +19,14 @@ from actions.artefacts import Artefact, to_json_bytes
 from actions.errors import ActionError
 from actions.registry import ActionSpec, Reply, Risk
 from actions.steps import Outcome, StepLog
-from chat import cards, messages
+from actions.words import count
+from chat import cards, messages, threads
 from core.logs import get_logger
 from core.queues import queue
 from core.request import CommandRequest
 from workers import batches
 from workers.context import JobContext, bind_logs
-from workers.running import expire_now, incident_changed, load, post_with_seal, run_action, run_started
+from workers.running import card_key, conclude, expire_now, incident_changed, load, post_card, redraw_detail, run_action, run_started
 
 log = get_logger(__name__)
 
@@ -54,6 +55,10 @@ def run_command(data: dict) -> dict:
     log.info("job started", targets=list(request.targets), user=request.user_id, channel=request.channel_id)
     ctx.record("job.started", "running", job_id=ctx.job_id)
     spec = actions.get(request.command)
+    if spec is not None and spec.reply is Reply.STEPS:
+        # The request's one top-level message, posted now so its steps can go in its thread as they finish; its outcome
+        # replaces it. An evidence request's message is its outcome, posted once the evidence is stored.
+        post_card(ctx, *threads.request_started(request, ctx.region))
     try:
         if spec is None:
             raise ActionError(f"/ir {request.command} is not available yet.")
@@ -62,25 +67,25 @@ def run_command(data: dict) -> dict:
             ctx.record("job.refused", "refused", why="needs approval")
             raise ActionError(f"/ir {request.command} changes AWS and needs approval by a second person; it was not run.")
         reply = REPLIES[spec.reply]
-        text, blocks, outcome = reply(ctx, spec)
+        summary, detail, outcome = reply(ctx, spec)
     except ActionError as exc:
         log.warning("job failed", reason=str(exc))
         ctx.record("job.finished", "failed", error=str(exc))
-        post_with_seal(ctx, *messages.failed(request, str(exc)))
+        conclude(ctx, messages.failed(request, str(exc)))
         return {"ok": False, "error": str(exc)}
     except Exception:
         # The channel gets a sentence; the traceback stays in the worker log, and RQ marks the job failed.
         log.exception("job crashed")
         ctx.record("job.finished", "crashed")
-        post_with_seal(ctx, *messages.failed(request, f"irbot hit an internal error (request {request.id}); the worker log has the details."))
+        conclude(ctx, messages.failed(request, f"irbot hit an internal error (request {request.id}); the worker log has the details."))
         raise
     ctx.record("job.finished", "ok" if outcome.get("ok") else "failed", notes=outcome.get("notes", []))
-    post_with_seal(ctx, text, blocks, update_ts=outcome.pop("update_ts", None))
+    conclude(ctx, summary, detail, detail_ts=outcome.pop("detail_ts", ""))
     log.info("job finished", **{k: v for k, v in outcome.items() if k not in ("objects", "facts", "steps")})
     return outcome
 
 
-def evidence_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], dict]:
+def evidence_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
     """An action whose outcome is evidence: every object stored with its digest, then a manifest of them all."""
     request, store = ctx.request, ctx.store
     protection = store.protection()  # before touching the target: a missing bucket fails fast
@@ -104,25 +109,31 @@ def evidence_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], 
     }
     ctx.keep(Artefact("manifest.json", to_json_bytes(manifest), "application/json", "What was collected, by whom, when, with each object's digest"))
     prefix = ctx.evidence_prefix()
-    text, blocks = messages.evidence_saved(request, result, ctx.kept, protection, store.bucket, prefix)
+    summary = threads.evidence_summary(request, result, ctx.kept, protection, store.bucket, prefix)
     outcome = {"ok": True, "prefix": prefix, "objects": [{"key": o.key, "sha256": o.sha256, "size": o.size} for o in ctx.kept],
                "notes": result.notes}
-    return text, blocks, outcome
+    return summary, threads.evidence_detail(result, ctx.kept), outcome
 
 
-def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], dict]:
-    """An action made of steps (or any dry run): one message, redrawn as steps finish."""
+def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
+    """An action made of steps (or any dry run): the steps in the thread of the request's message, redrawn as they
+    finish; the message itself gets the outcome, and for a hunt its worst findings."""
     request = ctx.request
     is_dry_run = bool(request.options.get("dry_run"))
-    heading = "Dry run" if is_dry_run else "Running"
-    ts = ctx.slack.reply(request, *messages.steps_report(request, [], ctx.region, state=heading))
+    card = (ctx.connection.get(card_key(request.id)) or b"").decode()
+    title = "Dry run, nothing changed" if is_dry_run else "Steps"
     done: list[dict] = []
+    detail_ts = ""
 
     def on_step(step):
+        nonlocal detail_ts
         done.append(step.to_dict())
         ctx.record("step", step.outcome.value, step=step.name, title=step.title, detail=step.detail)
-        if ts:
-            ctx.slack.update(request.channel_id, ts, *messages.steps_report(request, done, ctx.region, state=heading))
+        drawn = threads.detail(f"{title} (running)", done)
+        if detail_ts:
+            ctx.slack.update(request.channel_id, detail_ts, *drawn)
+        elif card:
+            detail_ts = ctx.slack.reply(request, *drawn, thread_ts=card) or ""
 
     result = run_action(ctx, spec, request.targets[0], dry_run=is_dry_run, steps=StepLog(on_step))
     for artefact in result.artefacts:
@@ -130,16 +141,20 @@ def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[str, list[dict], dic
     ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
     final = "Dry run, nothing changed" if is_dry_run else ("Done" if ok else "Done, with failures")
     notes = result.notes + [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept]
+    steps = [s.to_dict() for s in result.steps]
+    # The worst few findings are named in the request's message, with their buttons; the others are cards in its thread.
     # Whoever holds a leaked key decides how many resources it makes: a card each for the worst few, a line for the rest.
-    cards_shown = result.findings[:MAX_FINDING_CARDS]
-    if len(result.findings) > len(cards_shown):
-        notes.append(_not_shown(result.findings[len(cards_shown):], len(result.findings)))
-    text, blocks = messages.steps_report(request, [s.to_dict() for s in result.steps], ctx.region, state=final, notes=notes)
+    worst = [] if is_dry_run else result.findings[:threads.WORST_SHOWN]
+    cards_shown = result.findings[len(worst):MAX_FINDING_CARDS]
+    if len(result.findings) > len(worst) + len(cards_shown):
+        notes.append(_not_shown(result.findings[len(worst) + len(cards_shown):], len(result.findings)))
+    summary = threads.steps_summary(request, steps, ctx.region, state=final, notes=len(notes), worst=worst, findings=len(result.findings),
+                                    regions=len(result.facts.get("regions") or ()) or None)
     if not is_dry_run:
         for finding in cards_shown:
-            ctx.slack.reply(request, *messages.finding_card(request, finding))
-    outcome = {"ok": ok, "steps": [s.to_dict() for s in result.steps], "notes": result.notes, "facts": _plain(result.facts)}
-    return text, blocks, outcome | ({"update_ts": ts} if ts else {})
+            ctx.slack.reply(request, *messages.finding_card(request, finding), thread_ts=card)
+    outcome = {"ok": ok, "steps": steps, "notes": result.notes, "facts": _plain(result.facts)}
+    return summary, threads.detail(title, steps, notes), outcome | ({"detail_ts": detail_ts} if detail_ts else {})
 
 
 REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply}
@@ -151,7 +166,7 @@ def _not_shown(rest: list[dict], total: int) -> str:
     for finding in rest:
         kinds[str(finding.get("kind"))] = kinds.get(str(finding.get("kind")), 0) + 1
     listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]))
-    return (f"{len(rest)} more findings ({listed}) have no card, so whoever made them can't bury the channel: the first "
+    return (f"{count(len(rest), 'more finding')} ({listed}) {'has' if len(rest) == 1 else 'have'} no card, so whoever made them can't bury the channel: the first "
             f"{MAX_FINDING_CARDS}, the surest and most serious, have one; all {total} are in the saved evidence.")
 
 
@@ -193,6 +208,8 @@ def prepare_request(request_id: str) -> dict:
         now = ctx.book.get(request_id)
         if now is not None and (now.state != decision.state or now.approvals):
             cards.redraw_request(ctx.slack, now)
+        if now is not None and not now.steps:  # the plan, step by step, in the card's thread (unless the run began already)
+            redraw_detail(ctx, now, "Plan (dry run, nothing changed yet)", now.plan)
     queue(ctx.connection).enqueue_in(timedelta(seconds=ctx.settings.approval_expiry_seconds + 1), "workers.jobs.expire_request", request_id,
                                      job_id=f"expire-{request_id}", result_ttl=3600)
     incident_changed(ctx)

@@ -20,8 +20,9 @@ from core.logs import get_logger
 from core.queues import enqueue_execution, queue
 from core.request import CommandRequest
 from workers.context import JobContext, bind_logs
-from workers.running import finish, load, post_with_seal, run_started
+from workers.running import conclude, finish, load, run_started
 from workers.worker import JOB_HEARTBEAT_SECONDS
+from actions.words import count
 
 log = get_logger(__name__)
 MAX_RESUMES = 2  # a request whose every run kills its worker is ended, not run forever
@@ -83,7 +84,7 @@ def recover_request(request_id: str, why: str = "", worker: str = "") -> dict:
         return run_started(ctx, request_id, pending.approvers, resumed=True)
     done = _steps_so_far(ctx, request_id)
     note = (f"The worker running it died ({why or 'no heartbeat'}) and irbot did not run it again"
-            f"{' after ' + str(attempts - 1) + ' resumes' if attempts > 1 else ''}: {len(done)} steps were done, listed above. "
+            f"{' after ' + count(attempts - 1, 'resume') if attempts > 1 else ''}: {count(len(done), 'step')} done, listed above. "
             "Run the command again to finish it; every step looks before it acts.")
     finish(ctx, request_id, ok=False, steps=done, note=note)
     return {"ok": False, "state": "failed", "recovered": True}
@@ -112,6 +113,6 @@ def end_command(data: dict) -> dict:
     bind_logs(request)
     ctx = JobContext(request)
     ctx.record("job.finished", "failed", error="its worker died")
-    post_with_seal(ctx, *messages.failed(request, f"the worker running it stopped before it finished (request {request.id}); "
+    conclude(ctx, messages.failed(request, f"the worker running it stopped before it finished (request {request.id}); "
                                                   "nothing more will happen. Run the command again."))
     return {"ok": False}

@@ -9,7 +9,7 @@ from actions.cloudtrail import CloudTrailEvents, EventSource
 from actions.errors import ActionError
 from actions.registry import ActionSpec, Need
 from actions.steps import Outcome, StepLog
-from chat import cards
+from chat import cards, threads
 from core.logs import get_logger
 from workers.context import JobContext, bind_logs, runtime
 
@@ -45,16 +45,54 @@ def expire_now(ctx: JobContext, request_id: str):
     return decision
 
 
-def post_with_seal(ctx: JobContext, text: str, blocks: list[dict], update_ts: str | None = None) -> None:
-    line = ctx.seal()
-    if line:
-        text = f"{text}\n{line}"
-        blocks = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}][:50]
-    if update_ts:
-        ctx.slack.update(ctx.request.channel_id, update_ts, text, blocks)
+CARD_KEEP_SECONDS = 7 * 24 * 3600
+
+
+def card_key(request_id: str) -> str:
+    """Where a read-only request's top-level message is (its ts), so whoever ends the request redraws that one."""
+    return f"irbot:card:{request_id}"
+
+
+def post_card(ctx: JobContext, text: str, blocks: list[dict]) -> str:
+    """Post the request's one top-level message and remember where it is."""
+    ts = ctx.slack.reply(ctx.request, text, blocks) or ""
+    if ts:
+        ctx.connection.set(card_key(ctx.request.id), ts, ex=CARD_KEEP_SECONDS)
+    return ts
+
+
+def conclude(ctx: JobContext, summary: tuple[str, list[dict]], detail: tuple[str, list[dict]] | None = None, *,
+             detail_ts: str = "") -> None:
+    """End a read-only request in the channel: its top-level message shows the outcome (posted if it has none yet),
+    and its detail and the audit seal go in that message's thread (``detail_ts``: the thread message to redraw)."""
+    card = (ctx.connection.get(card_key(ctx.request.id)) or b"").decode()
+    seal = ctx.seal()
+    text, blocks = detail or ("", [])
+    if seal:
+        text = "\n".join(p for p in (text, seal) if p)
+        blocks = [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": seal}]}][:50]
+    if card:
+        ctx.slack.update(ctx.request.channel_id, card, *summary)
     else:
-        ctx.slack.reply(ctx.request, text, blocks)
+        card = post_card(ctx, *summary)
+    # Without a ts (Slack was reached only through the command's response_url) the detail follows unthreaded.
+    if text and detail_ts:
+        ctx.slack.update(ctx.request.channel_id, detail_ts, text, blocks)
+    elif text:
+        ctx.slack.reply(ctx.request, text, blocks, thread_ts=card)
     incident_changed(ctx)
+
+
+def redraw_detail(ctx: JobContext, pending, title: str, steps: list[dict], notes=(), seal: str = "") -> None:
+    """Draw a gated request's thread message (its plan, then its steps) again; post it if it has none yet."""
+    text, blocks = threads.detail(title, steps, notes, seal)
+    if pending.detail_ts:
+        ctx.slack.update(pending.request.channel_id, pending.detail_ts, text, blocks)
+    elif pending.message_ts:
+        ts = ctx.slack.reply(pending.request, text, blocks, thread_ts=pending.message_ts)
+        if ts:
+            ctx.book.attach_detail(pending.id, ts)
+            pending.detail_ts = ts
 
 
 def load(request_id: str):
@@ -73,9 +111,9 @@ def finish(ctx: JobContext, request_id: str, *, ok: bool, steps: list[dict], not
     final = ctx.book.finish(request_id, ctx.worker, ok=ok, steps=steps, note=note)
     seal_line = ctx.seal()
     pending = final.request or ctx.book.get(request_id)
-    if seal_line:
-        pending.note = "\n".join(p for p in (pending.note, seal_line) if p)
     cards.redraw_request(ctx.slack, pending)
+    # The steps, the notes and the seal: in the card's thread, never on the card itself.
+    redraw_detail(ctx, pending, "Steps" if pending.steps else "Outcome", pending.steps, pending.note.splitlines(), seal_line)
     incident_changed(ctx)
 
 
@@ -87,9 +125,7 @@ def run_started(ctx: JobContext, request_id: str, approvers, *, resumed: bool = 
     def on_step(step):
         steps.append(step.to_dict())
         ctx.record("step", step.outcome.value, step=step.name, title=step.title, detail=step.detail)
-        current = ctx.book.get(request_id)
-        current.steps = steps
-        cards.redraw_request(ctx.slack, current)
+        redraw_detail(ctx, ctx.book.get(request_id), "Steps (running)", steps)
 
     try:
         result = run_action(ctx, ctx.spec, ctx.request.targets[0], dry_run=False, steps=StepLog(on_step), approvers=approvers)

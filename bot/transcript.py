@@ -1,0 +1,49 @@
+"""How `irbot demo` prints what people see in Slack: emoji as emoji, links by what they point at, a long
+private answer by its first lines, and a redrawn message by what changed on it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_mark:": "✅", ":x:": "❌", ":no_entry:": "⛔",
+         ":heavy_multiplication_x:": "✖", ":alarm_clock:": "⏰", ":small_blue_diamond:": "🔹", ":ballot_box_with_check:": "☑",
+         ":fast_forward:": "⏩", ":hourglass_flowing_sand:": "⏳", ":mag:": "🔍", ":hourglass:": "⌛", ":brain:": "🧠",
+         ":electric_plug:": "🔌", ":arrow_down:": "⬇", ":large_blue_circle:": "🔵", ":large_yellow_circle:": "🟡",
+         ":large_orange_circle:": "🟠", ":red_circle:": "🔴", ":white_circle:": "⚪"}
+PRIVATE_LINES = 4
+
+
+def readable(text: str) -> str:
+    """Presigned links are long; the transcript shows where they point, not the signature."""
+    for code, symbol in EMOJI.items():
+        text = text.replace(code, symbol)
+    return re.sub(r"https?://\S+?/(\S+?)\?\S+", lambda m: f"<link to {m.group(1).rsplit('/', 1)[-1]}>", text)
+
+
+def folded(text: str) -> str:
+    """A long answer only its asker sees, as the transcript shows it: its first lines and how many there are."""
+    lines = text.splitlines()
+    return text if len(lines) <= PRIVATE_LINES + 2 else "\n".join(lines[:PRIVATE_LINES] + [f"… ({len(lines)} lines in all, only for the asker)"])
+
+
+def changed(before: str, after: str) -> list[str]:
+    """The lines of a redrawn message that were not on it before."""
+    seen = set(before.splitlines())
+    return [line for line in after.splitlines() if line not in seen]
+
+
+def redrawn(before: str, after: str) -> str:
+    """A thread reply redrawn (a plan that became the steps): its first line, what changed, and how many lines stayed."""
+    first, *rest = after.splitlines() or [""]
+    seen = set(before.splitlines()[1:])
+    kept = sum(1 for line in rest if line in seen)
+    return "\n".join([first, *(line for line in rest if line not in seen), *([f"({kept} lines as before)"] if kept else [])])
+
+
+def answer(body: str) -> dict:
+    """The bot's HTTP answer to a command, as JSON (a plain body as its text)."""
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return {"text": body}
