@@ -121,9 +121,14 @@ def _changed(rt, incident: Incident, user_id: str, action: str, params: dict, sa
     return {"ok": True}
 
 
-def reopen_incident(data: dict) -> dict:
+def _incident_of(data: dict):
+    """The runtime and the incident a change job names (None when it is gone)."""
     rt = runtime()
-    incident = IncidentBook(rt.connection).get(data["incident"])
+    return rt, IncidentBook(rt.connection).get(data["incident"])
+
+
+def reopen_incident(data: dict) -> dict:
+    rt, incident = _incident_of(data)
     if incident is None or incident.status != "closed":
         return {"ok": False}
     incident.status, incident.closed_at = "open", ""
@@ -132,8 +137,7 @@ def reopen_incident(data: dict) -> dict:
 
 
 def set_commander(data: dict) -> dict:
-    rt = runtime()
-    incident = IncidentBook(rt.connection).get(data["incident"])
+    rt, incident = _incident_of(data)
     if incident is None:
         return {"ok": False}
     before, incident.commander = incident.commander, data["value"]
@@ -142,8 +146,7 @@ def set_commander(data: dict) -> dict:
 
 
 def set_severity(data: dict) -> dict:
-    rt = runtime()
-    incident = IncidentBook(rt.connection).get(data["incident"])
+    rt, incident = _incident_of(data)
     if incident is None or data["value"] not in SEVERITIES:
         return {"ok": False}
     before, incident.severity = incident.severity, data["value"]
@@ -153,8 +156,7 @@ def set_severity(data: dict) -> dict:
 
 def post_update(data: dict) -> dict:
     """A stakeholder update: in the timeline, in the incident's channel, and in IR_UPDATES_CHANNEL when set."""
-    rt = runtime()
-    incident = IncidentBook(rt.connection).get(data["incident"])
+    rt, incident = _incident_of(data)
     if incident is None:
         return {"ok": False}
     text = messages.escape(data["value"])
