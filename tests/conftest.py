@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -100,14 +101,22 @@ def redis_conn(redis_url):
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto_endpoint(tmp_path_factory):
+    """moto's server in its own process (standins/moto_process.py), so it never holds the GIL of a test's bot."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "standins.moto_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("port "):
+        process.kill()
+        pytest.fail(f"moto's server did not start: {line!r} {log.read_text()[-2000:]}")
+    yield f"http://127.0.0.1:{int(line.split()[1])}"
+    process.stdin.close()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 AWS_ENV = {

@@ -92,7 +92,8 @@ def test_irbot_templates_writes_them(tmp_path):
 
 @pytest.fixture
 def enforcing(moto_endpoint):
-    """moto's IAM enforcement, from the call after on() on (INITIAL_NO_AUTH_ACTION_COUNT 0), off again at the end."""
+    """moto's IAM enforcement, from the call after on() on (INITIAL_NO_AUTH_ACTION_COUNT 0), off again at the end. The test
+    session's moto checks EC2 and IAM calls as AWS does (standins/moto_process.py, standins/moto_authorization.py)."""
     import urllib.request
 
     def switch(value: str) -> None:
@@ -108,17 +109,8 @@ def enforcing(moto_endpoint):
     switch("inf")
 
 
-@pytest.fixture
-def like_aws():
-    """moto checking EC2 and IAM calls against the resources they act on and their tags, as AWS does (standins/moto_authorization.py)."""
-    from standins.moto_authorization import authorizing_like_aws
-
-    with authorizing_like_aws():
-        yield
-
-
 def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed_policy_and_a_missing_permission_is_named(
-        aws, enforcing, like_aws, run_irbot, slack, monkeypatch):
+        aws, enforcing, run_irbot, slack, monkeypatch):
     from tests.helpers import CHANNEL, SECOND_RESPONDER, make_world
     from tests.test_organization import NoEvents, approve
     from workers import running
@@ -195,8 +187,6 @@ def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_g
 
     from actions.keys import quarantine_policy
     from bot.policies import Protected
-    from standins.moto_authorization import authorizing_like_aws
-
     iam = boto3.client("iam")
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
                                                                 "Action": "sts:AssumeRole"}]})
@@ -217,30 +207,29 @@ def test_irbots_credentials_cannot_change_irbots_own_role_or_user_or_the_break_g
                           aws_session_token=found["SessionToken"])
     admin = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
-    with authorizing_like_aws():
-        enforcing.on()
-        refused = {
-            "PutRolePolicy on irbot": lambda: stolen.put_role_policy(RoleName="irbot", PolicyName="x", PolicyDocument=admin),
-            "AttachRolePolicy on irbot": lambda: stolen.attach_role_policy(RoleName="irbot", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"),
-            "UpdateAssumeRolePolicy on irbot": lambda: stolen.update_assume_role_policy(RoleName="irbot", PolicyDocument=trust),
-            "PutUserPolicy on irbot's user": lambda: stolen.put_user_policy(UserName="irbot-ci", PolicyName="x", PolicyDocument=admin),
-            "CreateAccessKey for irbot's user": lambda: stolen.create_access_key(UserName="irbot-ci"),
-            "PutRolePolicy on break-glass": lambda: stolen.put_role_policy(RoleName="break-glass", PolicyName="x", PolicyDocument=admin),
-            "PutUserPolicy on the break-glass admin": lambda: stolen.put_user_policy(UserName="breakglass-admin", PolicyName="x", PolicyDocument=admin),
-            "CreatePolicyVersion of irbot's policy": lambda: stolen.create_policy_version(PolicyArn=policy_arn, PolicyDocument=admin, SetAsDefault=True),
-        }
-        for what, attempt in refused.items():
-            with pytest.raises(ClientError) as denied:
-                attempt()
-            assert denied.value.response["Error"]["Code"] == "AccessDenied", what
-        # what revoke-key does to a compromised user still works
-        stolen.update_access_key(UserName="deploy-bot", AccessKeyId=victim_key, Status="Inactive")
-        stolen.attach_user_policy(UserName="deploy-bot", PolicyArn=quarantine_arn)
-        enforcing.off()
+    enforcing.on()
+    refused = {
+        "PutRolePolicy on irbot": lambda: stolen.put_role_policy(RoleName="irbot", PolicyName="x", PolicyDocument=admin),
+        "AttachRolePolicy on irbot": lambda: stolen.attach_role_policy(RoleName="irbot", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"),
+        "UpdateAssumeRolePolicy on irbot": lambda: stolen.update_assume_role_policy(RoleName="irbot", PolicyDocument=trust),
+        "PutUserPolicy on irbot's user": lambda: stolen.put_user_policy(UserName="irbot-ci", PolicyName="x", PolicyDocument=admin),
+        "CreateAccessKey for irbot's user": lambda: stolen.create_access_key(UserName="irbot-ci"),
+        "PutRolePolicy on break-glass": lambda: stolen.put_role_policy(RoleName="break-glass", PolicyName="x", PolicyDocument=admin),
+        "PutUserPolicy on the break-glass admin": lambda: stolen.put_user_policy(UserName="breakglass-admin", PolicyName="x", PolicyDocument=admin),
+        "CreatePolicyVersion of irbot's policy": lambda: stolen.create_policy_version(PolicyArn=policy_arn, PolicyDocument=admin, SetAsDefault=True),
+    }
+    for what, attempt in refused.items():
+        with pytest.raises(ClientError) as denied:
+            attempt()
+        assert denied.value.response["Error"]["Code"] == "AccessDenied", what
+    # what revoke-key does to a compromised user still works
+    stolen.update_access_key(UserName="deploy-bot", AccessKeyId=victim_key, Status="Inactive")
+    stolen.attach_user_policy(UserName="deploy-bot", PolicyArn=quarantine_arn)
+    enforcing.off()
     assert iam.list_role_policies(RoleName="irbot")["PolicyNames"] == [] and iam.list_user_policies(UserName="breakglass-admin")["PolicyNames"] == []
 
 
-def test_irbots_credentials_change_only_irbots_groups_quarantined_instances_and_irbots_tags(aws, enforcing, like_aws):
+def test_irbots_credentials_change_only_irbots_groups_quarantined_instances_and_irbots_tags(aws, enforcing):
     """What the scoped statements (actions/scopes.py) leave a thief of irbot's credentials, checked as AWS checks them."""
     from botocore.exceptions import ClientError
 

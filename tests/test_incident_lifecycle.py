@@ -121,7 +121,9 @@ def test_commander_severity_and_updates_change_the_incident_and_reach_the_stakeh
     here = [m["text"] for m in slack.messages(incident["channel"]) if "Update on" in m["text"]]
     assert here and "&lt;!channel&gt;" in here[0]
 
-    actions = {r["action"]: r for r in trail(redis_url, incident["id"])}
+    # The update is recorded after it is posted (a post that fails is not an update): wait for the record.
+    actions = slack.wait_for(lambda s: (lambda found: found if "incident.update" in found else None)(
+        {r["action"]: r for r in trail(redis_url, incident["id"])}))
     assert actions["incident.commander"]["params"] == {"from": RESPONDER, "to": SECOND_RESPONDER}
     assert actions["incident.severity"]["params"] == {"from": "high", "to": "critical"}
     assert actions["incident.update"]["params"]["text"].startswith("Web-1 isolated — no data")
