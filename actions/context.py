@@ -23,6 +23,8 @@ class RunContext:
     session_in: Callable[[str], object] | None = None  # a session in another account irbot may act in (hunts across accounts)
     allowed_accounts: Callable[[], tuple[str, ...]] | None = None
     concurrency: int = 32  # at most this many AWS calls at once, in work that fans out across accounts and regions
+    image_concurrency: int = 48  # snapshot blocks fetched at once per image (/ir image)
+    workstation: str | None = None  # the forensic workstation's instance ID or ARN (/ir workstation)
 
     @property
     def capture_path(self) -> tuple[str, ...]:
@@ -30,10 +32,11 @@ class RunContext:
         return tuple(source for source in (self.analyst_cidr, *self.capture_source_groups) if source)
     untrack_pause_seconds: float = 2.0  # time for flows to turn untracked before the empty group
     memory: object | None = None  # MemorySettings, when SSH capture is set up
-    open_sink: Callable[[str], object] | None = None  # opens a streamed evidence object by name
+    open_sink: Callable[..., object] | None = None  # opens a streamed evidence object by name (min_part_size=: for a large one)
     on_progress: Callable[[object], None] | None = None
     record: dict | None = None  # the target's stored state record, for actions that need it (Need.RECORD)
     events: object | None = None  # a CloudTrail EventSource, for actions that need one (Need.EVENTS)
+    audit: Callable[..., None] | None = None  # audit(action, **params): one record in the incident's audit trail, now
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def store(self, artefact: Artefact) -> str:

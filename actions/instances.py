@@ -16,7 +16,7 @@ def describe_instance(ec2, instance_id: str) -> tuple[dict, dict]:
     except ActionError as exc:
         if exc.code in NOT_FOUND_CODES:
             raise ActionError(
-                f"Instance {instance_id} was not found in {region}: check the ID, and the region (add --region R)."
+                f"Instance {instance_id} was not found in {region}: check the ID, and the region (add --region R).", code=exc.code
             ) from exc
         raise
     for reservation in reservations:
@@ -24,4 +24,5 @@ def describe_instance(ec2, instance_id: str) -> tuple[dict, dict]:
             if instance["InstanceId"] == instance_id:
                 header = {k: v for k, v in reservation.items() if k != "Instances"}
                 return header, instance
-    raise ActionError(f"Instance {instance_id} was not found in {region}: check the ID, and the region (add --region R).")
+    raise ActionError(f"Instance {instance_id} was not found in {region}: check the ID, and the region (add --region R).",
+                      code="InvalidInstanceID.NotFound")

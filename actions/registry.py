@@ -48,6 +48,7 @@ TARGETS = {
     "instance": ("instance-id", "i-0123456789abcdef0"),
     "access-key": ("access-key-id", "AKIAIOSFODNN7EXAMPLE"),
     "memory-target": ("target", "i-0123456789abcdef0"),
+    "disk": ("instance-id|snapshot-id", "snap-0123456789abcdef0"),  # a snapshot, or an instance's snapshots
 }
 
 
@@ -99,6 +100,7 @@ class ActionSpec:
     queue: str = "actions"  # or "long", for work that takes hours (a worker listens on both)
     timeout_seconds: int = 15 * 60
     fan_out: bool = False  # one job per target, then one job that ends the request
+    parallel_targets: int = 1  # without fan_out: how many of a request's targets its one job runs at once
     target_title: str = "Run on {target}"  # a fan-out target's line on the request's card
     batch_word: str = "targets"  # what a fan-out batch's targets are called in its summary
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs

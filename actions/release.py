@@ -28,7 +28,7 @@ PERMISSIONS = (
 
 
 # Re-associating the instance profile passes its role to EC2: to EC2 alone.
-PASS_ROLE = Grant("IrbotPassRoleToEc2", ("iam:PassRole",), {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+PASS_ROLE = Grant("PassRoleToEc2", ("iam:PassRole",), {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
                   "re-associate the instance profile isolation took away")
 
 

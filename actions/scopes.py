@@ -1,11 +1,11 @@
 """Where irbot's riskier permissions hold: an action declares every call it makes (its ``permissions``), and
 the policy grants a call listed here only on these resources and under these conditions, never on "*".
 
-The tags are irbot's own: it makes its isolation groups with ``irbot:purpose``, and tags an instance
-``irbot:status=quarantine`` before it changes any of the instance's attributes (isolate tags first; release
-tags again first, should the tag have gone, and writes ``released`` last). So stolen credentials can't open
-somebody else's security group, or rewrite the attributes of an instance irbot doesn't hold, without first
-writing irbot's tags where everyone can see them. What they can still do is in the README's security notes.
+The tags are irbot's own: it makes its isolation groups and its workstation volumes with ``irbot:purpose``, and
+tags an instance ``irbot:status=quarantine`` before it changes any of the instance's attributes (isolate tags
+first; release tags again first, should the tag have gone, and writes ``released`` last). So stolen credentials
+can't open somebody else's security group, or rewrite the attributes of an instance irbot doesn't hold, without
+first writing irbot's tags where everyone can see them. What they can still do is in the README's security notes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from actions.errors import ActionError
 STATUS_TAG = "irbot:status"
 PURPOSE_TAG = "irbot:purpose"
 GROUP_PURPOSES = ("untrack", "isolation")
+WORKSTATION_PURPOSE = "workstation"  # a volume irbot made from a snapshot for the forensic workstation
+# The deployment tags its forensic workstation irbot:role=workstation; irbot can't write that tag (it is not among INSTANCE_TAGS).
+ROLE_TAG = "irbot:role"
 QUARANTINE_POLICY = "irbot-quarantine"
 
 
@@ -55,33 +58,49 @@ INSTANCE_TAGS = ("irbot:status", "irbot:incident", "irbot:requester", "irbot:app
 SCOPES = (
     # An instance's attributes and instance profile, and which groups its interfaces get: only while irbot's tag
     # says irbot holds the instance.
-    Scope("IrbotQuarantinedInstances",
+    Scope("QuarantinedInstances",
           ("ec2:ModifyInstanceAttribute", "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssociateIamInstanceProfile",
            "ec2:DisassociateIamInstanceProfile"),
           (_ec2("instance"),), {"StringEquals": {f"aws:ResourceTag/{STATUS_TAG}": "quarantine"}}),
     # What such an instance is given or keeps: irbot's groups while isolated, the recorded ones (anybody's) on
     # release, its interfaces and volumes (DeleteOnTermination).
-    Scope("IrbotWhatAnInstanceHas", ("ec2:ModifyInstanceAttribute", "ec2:ModifyNetworkInterfaceAttribute"),
+    Scope("WhatAnInstanceHas", ("ec2:ModifyInstanceAttribute", "ec2:ModifyNetworkInterfaceAttribute"),
           (_ec2("security-group"), _ec2("network-interface"), _ec2("volume"))),
     # Rules only in irbot's own groups: nobody else's group can be opened to the world with these credentials.
-    Scope("IrbotOwnGroupRules", ("ec2:AuthorizeSecurityGroupEgress", "ec2:AuthorizeSecurityGroupIngress",
+    Scope("OwnGroupRules", ("ec2:AuthorizeSecurityGroupEgress", "ec2:AuthorizeSecurityGroupIngress",
                                  "ec2:RevokeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress"),
           (_ec2("security-group"),), {"StringEquals": {f"aws:ResourceTag/{PURPOSE_TAG}": list(GROUP_PURPOSES)}}),
     # The rules themselves, when AWS names them too: the group they are in is checked above, always.
-    Scope("IrbotOwnGroupRuleIds", ("ec2:AuthorizeSecurityGroupEgress", "ec2:AuthorizeSecurityGroupIngress",
+    Scope("OwnGroupRuleIds", ("ec2:AuthorizeSecurityGroupEgress", "ec2:AuthorizeSecurityGroupIngress",
                                    "ec2:RevokeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress"), (_ec2("security-group-rule"),)),
     # New groups only as irbot's own, tagged as they are made; in any VPC.
-    Scope("IrbotNewOwnGroups", ("ec2:CreateSecurityGroup",), (_ec2("security-group"),),
+    Scope("NewOwnGroups", ("ec2:CreateSecurityGroup",), (_ec2("security-group"),),
           {"StringEquals": {f"aws:RequestTag/{PURPOSE_TAG}": list(GROUP_PURPOSES)}}),
-    Scope("IrbotGroupsInAnyVpc", ("ec2:CreateSecurityGroup",), (_ec2("vpc"),)),
-    # Tags given as a group or a snapshot is made (the snapshot copies its volume's): only then.
-    Scope("IrbotTagsAtCreation", ("ec2:CreateTags",), (_ec2("security-group"), "arn:{partition}:ec2:*::snapshot/*"),
-          {"StringEquals": {"ec2:CreateAction": ["CreateSecurityGroup", "CreateSnapshots", "CopySnapshot"]}}),
+    Scope("GroupsInAnyVpc", ("ec2:CreateSecurityGroup",), (_ec2("vpc"),)),
+    # Tags given as a group, a snapshot or a volume is made (the snapshot copies its volume's): only then.
+    Scope("TagsAtCreation", ("ec2:CreateTags",), (_ec2("security-group"), "arn:{partition}:ec2:*::snapshot/*", _ec2("volume")),
+          {"StringEquals": {"ec2:CreateAction": ["CreateSecurityGroup", "CreateSnapshots", "CopySnapshot", "CreateVolume"]}}),
+    # The forensic workstation's volumes (/ir workstation): made only as irbot's, tagged as they are made, from any snapshot
+    # (a responder may name anyone's); attached, detached and deleted only while they carry that tag, which can't be
+    # written on a volume afterwards. So these credentials can't delete or move anybody else's volume.
+    Scope("NewWorkstationVolumes", ("ec2:CreateVolume",), (_ec2("volume"),),
+          {"StringEquals": {f"aws:RequestTag/{PURPOSE_TAG}": WORKSTATION_PURPOSE}}),
+    Scope("WorkstationVolumes", ("ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume"), (_ec2("volume"),),
+          {"StringEquals": {f"aws:ResourceTag/{PURPOSE_TAG}": WORKSTATION_PURPOSE}}),
+    # Attached only to an instance the deployment tagged as the workstation, not instance/*: irbot may make a volume of any
+    # snapshot, so with instance/* a thief of its credentials could attach a copy of any disk to an instance they run.
+    Scope("TheWorkstation", ("ec2:AttachVolume",), (_ec2("instance"),), {"StringEquals": {f"aws:ResourceTag/{ROLE_TAG}": WORKSTATION_PURPOSE}}),
+    # What those volumes are made from and detached from: any snapshot, any instance (the volume is checked above), so
+    # --detach still cleans up if the workstation lost its tag.
+    Scope("VolumeSources", ("ec2:CreateVolume", "ec2:DetachVolume"), ("arn:{partition}:ec2:*::snapshot/*", _ec2("instance"))),
     # Afterwards, only irbot's own tag keys on instances and snapshots; never "delete every tag".
-    Scope("IrbotOwnTags", ("ec2:CreateTags", "ec2:DeleteTags"), (_ec2("instance"), "arn:{partition}:ec2:*::snapshot/*"),
+    Scope("OwnTags", ("ec2:CreateTags", "ec2:DeleteTags"), (_ec2("instance"), "arn:{partition}:ec2:*::snapshot/*"),
           {"ForAllValues:StringEquals": {"aws:TagKeys": list(INSTANCE_TAGS)}, "Null": {"aws:TagKeys": "false"}}),
+    # A snapshot's blocks (its whole disk) only once it is tagged for an incident: /ir image tags it first (IrbotOwnTags).
+    Scope("TaggedSnapshotReads", ("ebs:ListSnapshotBlocks", "ebs:GetSnapshotBlock"), ("arn:{partition}:ec2:*::snapshot/*",),
+          {"Null": {"aws:ResourceTag/irbot:incident": "false"}}),
     # A compromised user gets the quarantine policy the deployment made, which irbot can't edit: no free-form policy writes.
-    Scope("IrbotAttachQuarantine", ("iam:AttachUserPolicy",), ("arn:{partition}:iam::*:user/*",),
+    Scope("AttachQuarantine", ("iam:AttachUserPolicy",), ("arn:{partition}:iam::*:user/*",),
           {"ArnLike": {"iam:PolicyARN": f"arn:{{partition}}:iam::*:policy/{QUARANTINE_POLICY}"}}),
 )
 def example(scope: Scope, partition: str, account: str, region: str) -> tuple[list[str], list[dict]]:
@@ -92,7 +111,12 @@ def example(scope: Scope, partition: str, account: str, region: str) -> tuple[li
     named = [r.replace("ec2:*:*:", f"ec2:{region}:{account}:").replace("ec2:*::", f"ec2:{region}::").replace("iam::*:", f"iam::{account}:")
              .removesuffix("/*") + "/irbot-doctor" if r != "*" else r for r in resources]
     entries = []
-    for operator, pairs in statement.get("Condition", {}).items():
+    conditions = statement.get("Condition", {})
+    given = {key for operator, pairs in conditions.items() if operator != "Null" for key in pairs}
+    for key, null in conditions.get("Null", {}).items():
+        if null == "false" and key not in given:  # only "the key is there": any value says so
+            entries.append({"ContextKeyName": key, "ContextKeyValues": ["irbot-doctor"], "ContextKeyType": "string"})
+    for operator, pairs in conditions.items():
         if operator == "Null":
             continue  # the other operator gives the key
         for key, value in pairs.items():

@@ -18,7 +18,7 @@ from actions.steps import Outcome, StepLog
 
 PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots", "ec2:CopySnapshot")
 # --copy-to-kms: EC2 uses the key for irbot while it copies (the grant outlives the call); through EC2 only.
-KMS_THROUGH_EC2 = Grant("IrbotKmsThroughEc2", ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext",
+KMS_THROUGH_EC2 = Grant("KmsThroughEc2", ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext",
                          "kms:ReEncryptFrom", "kms:ReEncryptTo"),
                         {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}, "copy snapshots encrypted with --copy-to-kms's key")
 

@@ -14,11 +14,16 @@ import botocore.session
 
 INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 ACCESS_KEY_ID = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}")
+SNAPSHOT_ID = re.compile(r"snap-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 
 
 def instance_id(word: str) -> str | None:
     """The instance ID ``word`` names (case is forgiven, as people type it), or None."""
     return word.lower() if isinstance(word, str) and INSTANCE_ID.fullmatch(word.lower()) else None
+
+
+def snapshot_id(word: str) -> str | None:
+    return word.lower() if isinstance(word, str) and SNAPSHOT_ID.fullmatch(word.lower()) else None
 
 
 def access_key_id(word: str) -> str | None:

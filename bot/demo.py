@@ -43,6 +43,7 @@ def run(out=None) -> int:
 
     from bot.app import create_app
     from standins.fake_slack import FakeSlack
+    from standins.moto_object_lock import locking_like_aws
     from workers import running
     from core import logs
     from core.queues import SERIALIZER, queues
@@ -76,7 +77,7 @@ def run(out=None) -> int:
     settings = load(os.environ, "serve")
     logs.configure(settings.secrets(), level="ERROR")
     try:
-        with mock_aws():
+        with mock_aws(), locking_like_aws():  # the memory scene's image is locked as AWS would lock it
             instance, leaked_key, launched = _seed_account()
             payments = _seed_member()
             running.EVENT_SOURCE = SimulatedCloudTrail(leaked_key, launched)

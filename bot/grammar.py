@@ -152,6 +152,7 @@ TARGET_HINTS = {
     "instance": "an EC2 instance ID, like `i-0123456789abcdef0`",
     "access-key": "an AWS access key ID, like `AKIAIOSFODNN7EXAMPLE` (a user's key) or `ASIA…` (a temporary one)",
     "memory-target": "one or more hosts: an instance ID (`i-0123456789abcdef0`) or `user@host[:port]` (`ec2-user@10.0.1.5:22`)",
+    "disk": "one or more snapshot IDs (`snap-0123456789abcdef0`) or instance IDs (`i-0123456789abcdef0`: the snapshots this incident took of its volumes)",
     "title": "the incident's title, in words (under 80 characters)",
     "command": "a command's name, like `collect`",
     "user": "a person: mention them (`@name`, sent by Slack as a mention) or give their member ID, like `U0123ABCDEF`",
@@ -288,12 +289,16 @@ def _target(spec: Spec, word: str) -> str:
         close = difflib.get_close_matches(word.lower(), SPECS, n=1, cutoff=0.6)
         hint = f" Did you mean `/ir help {close[0]}`?" if close else ""
         raise UsageError(f"`{_show(word)}` is not an /ir command.{hint} `/ir help` lists them all.")
-    if spec.target in ("instance", "memory-target") and target_rules.instance_id(word):
+    if spec.target in ("instance", "memory-target", "disk") and target_rules.instance_id(word):
         return target_rules.instance_id(word)
     if spec.target == "instance":
         raise UsageError(
             f"`{_show(word)}` is not an EC2 instance ID: it should look like `i-0123456789abcdef0` (i- and 8 or 17 hex digits). Usage: `{spec.usage}`."
         )
+    if spec.target == "disk":
+        if target_rules.snapshot_id(word):
+            return target_rules.snapshot_id(word)
+        raise UsageError(f"`{_show(word)}` is not a snapshot or instance ID: give `snap-0123456789abcdef0` or `i-0123456789abcdef0`. Usage: `{spec.usage}`.")
     if spec.target == "access-key":
         if target_rules.access_key_id(word):
             return target_rules.access_key_id(word)

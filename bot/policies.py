@@ -3,11 +3,18 @@ what AWS checks on its behalf (actions.registry.Grant): irbot's own role (all pr
 action), its permissions boundary, and the role it assumes in every member account.
 
 Each role's policy also denies it the calls that would let a thief of its credentials raise them: writing or
-attaching policies, boundaries, keys or trust on irbot's own roles and the break-glass principals.
+attaching policies, boundaries, keys or trust on irbot's own roles and policies and the break-glass principals.
+
+IAM caps a managed policy at 6,144 characters, whitespace not counted (MANAGED_POLICY_LIMIT), and the hub policy
+and the boundary are managed policies. So the action statement grants read calls as wildcards of read verbs
+(READ_WILDCARDS) and the Deny names IAM's write verbs as wildcards (IAM_WRITES): a new read call or a new IAM
+action then costs no characters, and a Deny's wildcard is the stricter choice. The declarations themselves
+stay exact: actions.aws refuses, in the tests, every call an action doesn't declare by name.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 
@@ -17,7 +24,7 @@ from actions.aws import Declaration
 from actions.registry import ActionSpec
 from actions.scopes import SCOPED, scoped_statements
 from core.audit import AUDIT_RESUME, AUDIT_SEAL, AUDIT_VERIFY
-from core.evidence import EVIDENCE
+from core.evidence import EVIDENCE, STAGE_PERMISSIONS, STAGING
 from core.settings import ConfigError
 from findings.consumer import FINDINGS
 
@@ -34,25 +41,42 @@ PRINCIPAL_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:(?:role|user)/[
 # no "..", not an IP address, none of the reserved prefixes and suffixes.
 BUCKET = re.compile(r"(?!xn--|sthree-|amzn-s3-demo-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)(?!.*(?:-s3alias|--ol-s3|--x-s3)$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
-# What would let whoever holds irbot's credentials raise them: on irbot's own roles and the break-glass
-# principals, denied outright (an explicit Deny wins over any Allow, a self-granted one included).
-ESCALATION = (
-    "iam:AddUserToGroup", "iam:AttachRolePolicy", "iam:AttachUserPolicy", "iam:CreateAccessKey", "iam:CreateLoginProfile",
-    # and what would lock responders out of their own way in: deleting its keys, login, group, or the principal
-    "iam:DeleteAccessKey", "iam:DeleteLoginProfile", "iam:DeleteRole", "iam:DeleteUser", "iam:RemoveUserFromGroup",
-    "iam:DeleteRolePermissionsBoundary", "iam:DeleteRolePolicy", "iam:DeleteUserPermissionsBoundary", "iam:DeleteUserPolicy",
-    "iam:DetachRolePolicy", "iam:DetachUserPolicy", "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
-    "iam:PutUserPermissionsBoundary", "iam:PutUserPolicy", "iam:UpdateAccessKey", "iam:UpdateAssumeRolePolicy",
-    "iam:UpdateLoginProfile", "iam:TagRole", "iam:UntagRole", "iam:TagUser", "iam:UntagUser",
-)
-# irbot's own managed policies (the hub policy, the boundary): no new version, no other default.
-POLICY_WRITES = ("iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion", "iam:SetDefaultPolicyVersion")
+# IAM's limit for a managed policy, in characters of its JSON without whitespace.
+MANAGED_POLICY_LIMIT = 6144
+
+# Read verbs the action statement grants on "*" as one wildcard per service and verb (ec2:Describe*), for the
+# calls an action declares. Only where every action of that verb is Read or List in AWS's service authorization
+# reference (tests/test_iam_policy.py checks it against parliament's copy) and reads settings, not data or
+# secrets; a service and verb not listed here are granted call by call. A listed verb no action calls yet adds nothing.
+READ_WILDCARDS = {
+    "autoscaling": ("Describe",),
+    "cloudtrail": ("Describe", "Get"),  # trails, their status and selectors, and Lake's query results: events, as LookupEvents
+    "cloudwatch": ("Describe",),
+    "config": ("Describe",),
+    "ec2": ("Describe",),  # not Get: GetPasswordData is a Windows instance's administrator password
+    "elasticloadbalancing": ("Describe",),
+    "guardduty": ("List",),
+    "iam": ("Get", "List"),  # IAM hands a secret out only as it makes or resets one, never to a Get
+    "lambda": ("List",),  # not Get: GetFunction hands out the code, GetFunctionConfiguration the environment
+    "s3": ("GetBucket",),  # a bucket's settings; not GetObject nor List*: ListBucket on "*" lists every bucket's objects
+}
+
+# What would let whoever holds irbot's credentials raise them, or lock responders out of their own way in, on
+# irbot's own roles and policies and the break-glass principals: every IAM verb that writes a role, a user or a
+# managed policy (AWS's Write, Permissions management and Tagging actions on those; tests/test_iam_policy.py
+# checks the list against parliament's copy of them), denied outright. An explicit Deny wins over any Allow, a
+# self-granted one included. iam:PassRole is not among them: it changes no role. Nor are iam:AddUserToGroup and
+# iam:RemoveUserFromGroup: IAM authorizes them on the group, so a Deny naming users never held them. What irbot
+# itself writes (revoke-key's keys and quarantine policy, a compromised role's session cut-off) is on other principals.
+IAM_WRITES = ("iam:Attach*", "iam:Change*", "iam:Create*", "iam:Deactivate*", "iam:Delete*", "iam:Detach*",
+              "iam:Enable*", "iam:Put*", "iam:Reset*", "iam:Resync*", "iam:Set*", "iam:Tag*", "iam:Untag*",
+              "iam:Update*", "iam:Upload*")
 
 
 @dataclass(frozen=True)
 class Protected:
-    """Whose permissions irbot may not touch: its own roles (by name, in every account) and the break-glass
-    principals (by ARN)."""
+    """Whose permissions irbot may not touch: its own roles (by name, in every account), its own managed policies,
+    and the break-glass principals (by ARN)."""
 
     hub_role: str = "irbot"
     member_role: str = "irbot-responder"
@@ -60,19 +84,38 @@ class Protected:
 
     def statement(self, partition: str) -> dict:
         roles = sorted({f"arn:{partition}:iam::*:role/{name}" for name in (self.hub_role, self.member_role)})
-        return {"Sid": "IrbotNoEscalation", "Effect": "Deny", "Action": list(ESCALATION),
-                "Resource": [*roles, *sorted(self.break_glass)]}
-
-    def policies(self, partition: str) -> dict:
-        return {"Sid": "IrbotOwnPolicies", "Effect": "Deny", "Action": list(POLICY_WRITES),
-                "Resource": f"arn:{partition}:iam::*:policy/irbot*"}
+        # irbot's own managed policies (the hub policy, the boundary, the quarantine policy): no new version, no other default, kept.
+        policies = f"arn:{partition}:iam::*:policy/irbot*"
+        return {"Sid": "NoEscalation", "Effect": "Deny", "Action": list(IAM_WRITES),
+                "Resource": [*roles, policies, *sorted(self.break_glass)]}
 
 
-def _actions(specs: list[ActionSpec], partition: str) -> list[dict]:
-    """The actions' calls: unscoped ones in one statement, scoped ones (actions.scopes) each on their resources."""
+def _actions(specs: list[ActionSpec], partition: str, also: tuple[Declaration, ...] = ()) -> list[dict]:
+    """The actions' calls: unscoped ones in one statement, with ``also``'s (calls on any resource too: one
+    statement costs fewer characters than several), read calls as wildcards; scoped ones (actions.scopes) each on
+    their resources."""
     wanted = {p for s in specs for p in s.permissions}
-    return [s for s in (_statement("IrbotActions", [s.declaration for s in specs], "*", leave_out=SCOPED),
-                        *scoped_statements(wanted, partition)) if s]
+    unscoped = _statement("AnyResource", [*(s.declaration for s in specs), *also], "*", leave_out=SCOPED)
+    if unscoped:
+        unscoped["Action"] = read_wildcards(unscoped["Action"])
+    return [s for s in (unscoped, *scoped_statements(wanted, partition)) if s]
+
+
+def read_wildcards(calls: list[str]) -> list[str]:
+    """``calls`` as the action statement grants them: a read call of READ_WILDCARDS as its verb's wildcard
+    (ec2:DescribeInstances as ec2:Describe*), every other call by name."""
+    return sorted({_read_wildcard(name) for name in calls})
+
+
+def _read_wildcard(name: str) -> str:
+    service, _, operation = name.partition(":")
+    for verb in READ_WILDCARDS.get(service, ()):
+        wildcard = f"{service}:{verb}*"
+        # The verb whole (Get, not Getaway), and never over a call actions.scopes grants only on some resources.
+        if (operation.startswith(verb) and operation[len(verb):][:1].isupper()
+                and not any(fnmatch.fnmatchcase(scoped, wildcard) for scoped in SCOPED)):
+            return wildcard
+    return name
 
 
 def _statement(sid: str, declarations: list[Declaration], resource, *, leave_out: frozenset[str] = frozenset()) -> dict | None:
@@ -116,19 +159,22 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         others = [d for p in processes for d in OTHER_CALLERS[p]]
         lookups = any(p in ACCOUNT_CALLERS for p in processes)
         switches = any(p in SWITCHERS for p in processes)
+    # Which account a key belongs to; the organization's accounts only with IR_ACCOUNTS=org.
+    lookup = ACCOUNT_LOOKUP if organization else Declaration(ACCOUNT_LOOKUP.who, ACCOUNT_LOOKUP.permissions - {"organizations:ListAccounts"})
     statements = [
-        *_actions(specs, partition),
+        *_actions(specs, partition, also=(*others, *([lookup] if lookups else []))),
         *_grants(specs),
-        _statement("IrbotEvidence", buckets, [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"]),
-        _statement("IrbotQueues", others, "*"),
-        _statement("IrbotAccounts", [ACCOUNT_LOOKUP] if lookups else [], "*",
-                   leave_out=frozenset() if organization else frozenset({"organizations:ListAccounts"})),
+        _statement("Evidence", buckets, [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"],
+                   leave_out=frozenset(STAGE_PERMISSIONS)),
+        # Deletes only where streams are staged (core.evidence): irbot's credentials can't delete evidence.
+        _statement("EvidenceStages", buckets, f"arn:{partition}:s3:::{bucket}/{STAGING}*",
+                   leave_out=frozenset(p for d in buckets for p in d.permissions) - frozenset(STAGE_PERMISSIONS)),
         # Into exactly the member role, in any account: which accounts irbot acts in is IR_ACCOUNTS, checked before any switch.
-        _statement("IrbotMemberRoles", [ROLE_SWITCH], f"arn:{partition}:iam::*:role/{role}") if switches else None,
+        _statement("MemberRoles", [ROLE_SWITCH], f"arn:{partition}:iam::*:role/{role}") if switches else None,
     ]
     statements = [s for s in statements if s]
     if any(a.startswith("iam:") for s in statements for a in s["Action"]):  # one action's policy too: revoke-key's alone writes policies
-        statements += [protected.statement(partition), protected.policies(partition)]
+        statements.append(protected.statement(partition))
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -153,8 +199,7 @@ def member_policies(hub_role: str, *, external_id: str | None = None, member_rol
                                **({"StringEquals": {"sts:ExternalId": external_id}} if external_id else {})}}
     return {
         "PermissionsPolicy": {"Version": "2012-10-17", "Statement": [
-            *_actions(specs, partition), *_grants(specs),
-            protected.statement(partition), protected.policies(partition)]},
+            *_actions(specs, partition), *_grants(specs), protected.statement(partition)]},
         "TrustPolicy": {"Version": "2012-10-17", "Statement": [
             {"Sid": "IrbotHub", "Effect": "Allow", "Principal": {"AWS": hub_role}, "Action": "sts:AssumeRole", **condition},
             # SourceIdentity carries the Slack user who asked into this account's CloudTrail.

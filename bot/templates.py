@@ -22,6 +22,7 @@ import yaml
 from actions.keys import quarantine_policy
 from actions.scopes import QUARANTINE_POLICY
 from bot.policies import Protected, member_policies, policy_document
+from core.evidence import STAGING
 
 HUB_ROLE = "irbot"
 MEMBER_ROLE = "irbot-responder"
@@ -51,7 +52,7 @@ def _cfn(document: dict, replacements: dict[str, str]):
 def _break_glass_denied(document: dict) -> dict:
     """The NoEscalation Deny also names the BreakGlassPrincipals parameter's ARNs, when it has any."""
     for statement in document["Statement"]:
-        if statement["Sid"] == "IrbotNoEscalation":
+        if statement["Sid"] == "NoEscalation":
             statement["Resource"] = {"Fn::If": ["HasBreakGlass", {"Fn::Split": [",", {"Fn::Join": [",", [
                 {"Fn::Join": [",", statement["Resource"]]},
                 {"Fn::Join": [",", {"Ref": "BreakGlassPrincipals"}]}]]}]}, statement["Resource"]]}
@@ -115,6 +116,12 @@ def hub_template() -> dict:
                     "BucketEncryption": _sse_s3(),
                     "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
                     "LoggingConfiguration": {"DestinationBucketName": {"Ref": "AccessLogBucket"}, "LogFilePrefix": "evidence/"},
+                    # A stage irbot couldn't delete (a worker killed mid-upload, a refused delete) goes once its one-day
+                    # GOVERNANCE hold has passed; nothing else in the bucket is touched by this rule.
+                    "LifecycleConfiguration": {"Rules": [{
+                        "Id": "StagesExpire", "Status": "Enabled", "Prefix": STAGING, "ExpirationInDays": 2,
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]},
                 },
             },
             "EvidenceBucketPolicy": {
@@ -122,11 +129,12 @@ def hub_template() -> dict:
                 "Properties": {"Bucket": {"Ref": "EvidenceBucket"}, "PolicyDocument": {"Version": "2012-10-17", "Statement": [
                     _tls_only("EvidenceBucket"),
                     # Object Lock already refuses early deletes of locked versions; this refuses every delete and
-                    # every change to the lock or this policy's purpose, whoever asks.
+                    # every change to the lock or this policy's purpose, whoever asks, everywhere but the stages
+                    # streams are written to before they become evidence (core.evidence.STAGING).
                     {"Sid": "NoDeletes", "Effect": "Deny", "Principal": "*",
                      "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketObjectLockConfiguration",
                                 "s3:PutLifecycleConfiguration"],
-                     "Resource": [{"Fn::GetAtt": ["EvidenceBucket", "Arn"]}, {"Fn::Sub": "${EvidenceBucket.Arn}/*"}]},
+                     "NotResource": {"Fn::Sub": f"${{EvidenceBucket.Arn}}/{STAGING}*"}},
                 ]}},
             },
             "FindingsDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {

@@ -290,31 +290,56 @@ def _detail(record: dict) -> str:
     return ""
 
 
-STATE_MARKS = {"queued": ":hourglass:", "connecting": ":electric_plug:", "capturing": ":arrow_down:", "complete": ":white_check_mark:", "failed": ":x:"}
+STATE_MARKS = {"queued": ":hourglass:", "connecting": ":electric_plug:", "capturing": ":arrow_down:", "reading": ":arrow_down:",
+               "complete": ":white_check_mark:", "failed": ":x:"}
+MOVING = ("capturing", "reading")
 
 
 def memory_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str, list[dict]]:
     """One line per target of a memory batch: bytes, speed, time left, state."""
+    return transfer_progress(request, rows, "Memory capture", ":brain:", "target")
+
+
+def image_progress(request: CommandRequest, rows: dict[str, dict]) -> tuple[str, list[dict]]:
+    """One line per snapshot of an /ir image request, and the whole request's bytes, speed and time left."""
+    return transfer_progress(request, rows, "Disk imaging", ":floppy_disk:", "image", total=True)
+
+
+def transfer_progress(request: CommandRequest, rows: dict[str, dict], what: str, emoji: str, noun: str, *, total: bool = False) -> tuple[str, list[dict]]:
     lines = []
-    for target, row in rows.items():
+    for name, row in rows.items():
         done, expected, rate = row.get("done") or 0, row.get("expected"), row.get("rate") or 0.0
+        moving = row.get("state") in MOVING
         amount = f"{human_size(done)}" + (f" of {human_size(expected)}" if expected else "")
-        speed = f" · {rate / 1e6:.0f} MB/s" if rate and row.get("state") == "capturing" else ""
-        eta = f" · {max(0, (expected - done) / rate):.0f} s left" if expected and rate and row.get("state") == "capturing" else ""
+        speed = f" · {rate / 1e6:.0f} MB/s" if rate and moving else ""
+        eta = f" · {_duration(max(0, (expected - done) / rate))} left" if expected and rate and moving else ""
         tail = ""
         if row.get("state") == "complete":
-            tail = f" · sha256 `{short(row.get('sha256'))}` · {escape(str(row.get('uri')))}"
+            tail = f" · sha256 `{short(row.get('sha256'))}` · {escape(str(row.get('uri')))}" if row.get("sha256") else ""
         elif row.get("state") == "failed":
             tail = f" · {escape(row.get('reason', ''))}"
-        lines.append(f"{STATE_MARKS.get(row.get('state'), '')} `{escape(target)}` — {row.get('state')} · {amount}{speed}{eta}{tail}")
+        lines.append(f"{STATE_MARKS.get(row.get('state'), '')} `{escape(name)}` — {escape(str(row.get('state')))} · {amount}{speed}{eta}{tail}")
     finished = sum(1 for r in rows.values() if r.get("state") in ("complete", "failed"))
-    ended = f"{finished} of {len(rows)} {plural(len(rows), 'target')} ended"
-    head = f"Memory capture for <@{request.user_id}> (request {request.id}): {ended}."
+    ended = f"{finished} of {len(rows)} {plural(len(rows), noun)} ended"
+    if total and rows:
+        done = sum(r.get("done") or 0 for r in rows.values())
+        expected = sum(r.get("expected") or 0 for r in rows.values())
+        rate = sum(r.get("rate") or 0.0 for r in rows.values() if r.get("state") in MOVING)
+        ended += f" · {human_size(done)} of {human_size(expected)}" + (f" · {rate / 1e6:.0f} MB/s · {_duration((expected - done) / rate)} left" if rate else "")
+    head = f"{what} for <@{request.user_id}> (request {request.id}): {ended}."
     text = "\n".join([head, *lines])
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":brain: *Memory capture* · {ended}"}},
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} *{what}* · {ended}"}},
               {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900] or "—"}},
               {"type": "context", "elements": [{"type": "mrkdwn", "text": f"requested by <@{request.user_id}> · request `{request.id}`"}]}]
     return text, blocks
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 SEVERITY_MARKS = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:", "critical": ":red_circle:"}

@@ -60,7 +60,7 @@ def enqueue_execution(connection: Redis, request_id: str) -> str:
 def enqueue(connection: Redis, request: CommandRequest) -> str:
     """Queue ``request`` for a worker; returns the job ID."""
     spec = actions.get(request.command)
-    job = queue(connection).enqueue(
+    job = queue(connection, spec.queue if spec else "actions").enqueue(
         "workers.jobs.run_command",
         request.to_dict(),
         job_id=f"ir-{request.id}",

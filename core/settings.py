@@ -64,6 +64,8 @@ VARIABLES = (
     Variable("IR_DEFAULT_ACCOUNT", "the account a command without --account acts in (default: irbot's own)", ()),
     Variable("IR_BREAK_GLASS_PRINCIPALS", "role or user ARNs, comma-separated, whose permissions irbot's generated policy denies it to change (irbot iam-policy)", ()),
     Variable("IR_HUNT_CONCURRENCY", "how many AWS calls a hunt across accounts makes at once", (), "32"),
+    Variable("IR_IMAGE_CONCURRENCY", "how many snapshot blocks /ir image fetches at once per snapshot (EBS allows 1,000 GetSnapshotBlock calls a second per snapshot)", (), "48"),
+    Variable("IR_WORKSTATION_INSTANCE", "the forensic workstation /ir workstation attaches volumes to, tagged irbot:role=workstation: an instance ID (in the account and region each request acts in), or arn:aws:ec2:REGION:ACCOUNT:instance/i-...", ()),
     Variable("IR_CAPTURE_SOURCE_SG", "security groups (sg-..., comma-separated) of the workers or the bastion: isolation still lets SSH in from them, so memory can be captured after the cut", ()),
     Variable("IR_UNTRACK_PAUSE_SECONDS", "seconds an isolated interface spends in the allow-all group, so open flows turn untracked", (), "2"),
     Variable("IR_SSH_KEY", "path of the private key (ed25519, ECDSA or RSA) irbot uses for memory capture", ()),
@@ -114,6 +116,8 @@ class Settings:
     role_external_id: str | None = None
     default_account: str | None = None
     hunt_concurrency: int = 32
+    image_concurrency: int = 48
+    workstation: str | None = None  # an instance ID or an instance ARN
     untrack_pause_seconds: int = 2
     ssh_key: str | None = None
     ssh_user: str | None = None
@@ -258,6 +262,8 @@ def load(env: Mapping[str, str], command: str = "") -> Settings:
         role_external_id=checked(_external_id, get),
         default_account=checked(_account, get, "IR_DEFAULT_ACCOUNT"),
         hunt_concurrency=checked(_integer, get, "IR_HUNT_CONCURRENCY", 32, 1, 256, "a number from 1 to 256"),
+        image_concurrency=checked(_integer, get, "IR_IMAGE_CONCURRENCY", 48, 1, 256, "a number from 1 to 256"),
+        workstation=checked(_workstation, get),
         untrack_pause_seconds=checked(_integer, get, "IR_UNTRACK_PAUSE_SECONDS", 2, 0, 60, "a number of seconds from 0 to 60"),
         ssh_key=checked(_readable_file, get, "IR_SSH_KEY", "the path of a private key file"),
         ssh_user=get("IR_SSH_USER"),
@@ -311,6 +317,14 @@ def _account(get, name: str) -> str | None:
     raw = get(name)
     if raw is not None and not re.fullmatch(r"\d{12}", raw):
         raise ConfigError(f"{name} is malformed: it should hold a 12-digit AWS account ID, e.g. 123456789012.")
+    return raw
+
+
+def _workstation(get) -> str | None:
+    raw = get("IR_WORKSTATION_INSTANCE")
+    if raw is not None and not re.fullmatch(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})|arn:aws[a-z-]*:ec2:[a-z0-9-]+:\d{12}:instance/i-(?:[0-9a-f]{8}|[0-9a-f]{17})", raw):
+        raise ConfigError("IR_WORKSTATION_INSTANCE is malformed: it should hold an instance ID (i-0123456789abcdef0) "
+                          "or an instance ARN (arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0).")
     return raw
 
 

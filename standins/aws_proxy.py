@@ -12,6 +12,8 @@ here and tells the proxy what to refuse:
   passed — throttling that outlasts any client's retries.
 - ``refuse(operation, code, status, times)``: the next ``times`` attempts of one operation get
   AWS's error ``code`` (access denied, say) with HTTP ``status``.
+- ``corrupt(operation, times)``: the next ``times`` answers to one operation (e.g. ``GET /snapshots/snap-…/blocks/3``,
+  an EBS direct read) reach the client with one byte of their body changed, as a bad disk or link would.
 - ``latency``: seconds added to every call (benchmarks: a far region's round trip).
 
 Errors are worded per protocol as AWS words them: EC2's ``RequestLimitExceeded`` (HTTP 503), S3's
@@ -79,6 +81,7 @@ class AwsProxy:
         self.storms: list[Storm] = []
         self.blocks: list[Block] = []
         self.refusals: list[Refusal] = []
+        self.corruptions: dict[str, int] = {}  # operation → answers still to corrupt
         self.tally = Tally()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -104,6 +107,17 @@ class AwsProxy:
     def refuse(self, operation: str, code: str, status: int, *, times: int = 1) -> None:
         with self._lock:
             self.refusals.append(Refusal(operation, code, status, times))
+
+    def corrupt(self, operation: str, *, times: int = 1) -> None:
+        with self._lock:
+            self.corruptions[operation] = times
+
+    def _corrupting(self, operation: str) -> bool:
+        with self._lock:
+            if self.corruptions.get(operation, 0) > 0:
+                self.corruptions[operation] -= 1
+                return True
+            return False
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -161,7 +175,7 @@ class AwsProxy:
                 if answer:
                     self._refuse(service, *answer)
                 else:
-                    self._forward(body)
+                    self._forward(body, corrupt=proxy._corrupting(operation))
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 
@@ -177,7 +191,7 @@ class AwsProxy:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            def _forward(self, body: bytes) -> None:
+            def _forward(self, body: bytes, *, corrupt: bool = False) -> None:
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
                 upstream.connect()
                 upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -187,14 +201,18 @@ class AwsProxy:
                 response = upstream.getresponse()
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
-                    if name.lower() not in HOP_BY_HOP:
+                    if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                         self.send_header(name, value)
-                if response.getheader("Content-Length") is None:
+                if response.getheader("Content-Length") is None or corrupt:
                     data = response.read()  # moto sends lengths; this is a safety net for a response without one
+                    if corrupt and data:
+                        middle = len(data) // 2
+                        data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
                 else:
+                    self.send_header("Content-Length", response.getheader("Content-Length"))
                     self.end_headers()
                     while chunk := response.read(1 << 20):
                         self.wfile.write(chunk)

@@ -6,10 +6,10 @@ matches, and one with a condition holds whatever the request. With ``authorizing
 IAM call is checked as AWS checks it, as far as irbot's policies need:
 
 - against each resource it acts on (the instance, its volumes, the security groups, the interface and its
-  instance, the VPC, the tagged resources, the role or user or policy an IAM call names), each with its tags
-  as ``aws:ResourceTag/…``;
+  instance, the VPC, the volume and the instance it is attached to, the snapshot a volume is made from, the
+  tagged resources, the role or user or policy an IAM call names), each with its tags as ``aws:ResourceTag/…``;
 - with the request's keys: ``aws:RequestTag/…``, ``aws:TagKeys``, ``ec2:CreateAction`` (tags given as a
-  group is made), ``iam:PolicyARN``;
+  group or a volume is made), ``iam:PolicyARN``;
 - allowed only when every resource is allowed and no statement denies; a statement whose condition
   doesn't hold doesn't apply (where moto would deny); an operator it doesn't know fails the call loudly.
 
@@ -95,12 +95,16 @@ class _Call:
                                                       if a.association_id == self.one("AssociationId")), "i-unknown")
             resources = [self.ec2_resource(instance)]
         elif name == "CreateSecurityGroup":
-            tags = self.tags_of("TagSpecification.1.Tag")
-            made = (f"arn:{self.partition}:ec2:{self.region}:{self.account}:security-group/sg-new",
-                    {**{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": list(tags)})
-            checks = [(action, *made), (action, *self.ec2_resource(self.one("VpcId")))]
-            # Tags given at creation are authorized as ec2:CreateTags on the new group too, saying which call made it.
-            return checks + ([("ec2:CreateTags", made[0], {**made[1], "ec2:CreateAction": "CreateSecurityGroup"})] if tags else [])
+            return self._new(action, "security-group", self.one("VpcId"))
+        elif name == "CreateVolume":
+            return self._new(action, "volume", self.one("SnapshotId"))
+        elif name in ("AttachVolume", "DetachVolume"):
+            # the instance: the one named, else (a detach may name none) the one the volume is attached to
+            volume = self.ec2.volumes.get(self.one("VolumeId"))
+            attached = volume.attachment.instance.id if volume is not None and volume.attachment else None
+            resources = [self.ec2_resource(i) for i in [self.one("VolumeId"), self.one("InstanceId") or attached] if i]
+        elif name == "DeleteVolume":
+            resources = [self.ec2_resource(self.one("VolumeId"))]
         elif name in ("CreateTags", "DeleteTags"):
             tags = self.tags_of("Tag")
             keys = {"aws:TagKeys": list(tags)} if tags else {}
@@ -110,6 +114,15 @@ class _Call:
         else:
             return None
         return [(action, arn, {**own, **keys}) for arn, own in resources]
+
+    def _new(self, action: str, kind: str, source: str | None) -> list[tuple[str, str, dict]]:
+        """A resource being made, with the request's tags, and the one it is made in or from (a VPC, a snapshot)."""
+        tags = self.tags_of("TagSpecification.1.Tag")
+        made = (f"arn:{self.partition}:ec2:{self.region}:{self.account}:{kind}/new",
+                {**{f"aws:RequestTag/{k}": v for k, v in tags.items()}, "aws:TagKeys": list(tags)})
+        checks = [(action, *made), *([(action, *self.ec2_resource(source))] if source else [])]
+        # Tags given at creation are authorized as ec2:CreateTags on the new resource too, saying which call made it.
+        return checks + ([("ec2:CreateTags", made[0], {**made[1], "ec2:CreateAction": action.split(":", 1)[1]})] if tags else [])
 
     def _iam_resource(self) -> str | None:
         prefix = f"arn:{self.partition}:iam::{self.account}"

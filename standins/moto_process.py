@@ -6,7 +6,8 @@ thread and a moto server in the same interpreter share one GIL, and under CPU lo
 Slack's 3 s ack while moto held it. AWS is another machine; here it is at least another process.
 
 It checks EC2 and IAM calls as AWS does (standins/moto_authorization.py), which matters only while a
-test has switched moto's enforcement on through /moto-api/reset-auth.
+test has switched moto's enforcement on through /moto-api/reset-auth, and locks objects as AWS does
+(standins/moto_object_lock.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import sys
 from moto.server import ThreadedMotoServer
 
 from standins.moto_authorization import authorizing_like_aws
+from standins.moto_object_lock import locking_like_aws
 
 
 def main() -> int:
-    with authorizing_like_aws():
+    with authorizing_like_aws(), locking_like_aws():
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         print(f"port {server.get_host_and_port()[1]}", flush=True)

@@ -66,6 +66,8 @@ def built() -> dict[str, object]:
         "request_button_blocks": messages.request_button_blocks(request(command="hunt-key"), finding),
         "audit_trail": messages.audit_trail(f"IR-1 {HOSTILE}", [record], (7, "f" * 64), 7),
         "memory_progress": messages.memory_progress(request(command="memory"), rows),
+        "image_progress": messages.image_progress(request(command="image"), rows | {f"moving {HOSTILE}": {"state": HOSTILE, "done": 1, "expected": 2, "rate": 1.0}}),
+        "transfer_progress": messages.transfer_progress(request(command="image"), rows, "Disk imaging", ":floppy_disk:", "image"),
         "incident_card": messages.incident_card(incident, summary, (7, "f" * 64)),
     }
     for state in messages.STATE_HEADINGS:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import paramiko
 import pytest
+import structlog
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from rq import SimpleWorker
 
 from actions.ssh import TrustedKeys, fingerprint, trusted_from_console
 from tests.helpers import CHANNEL, RESPONDER, SECOND_RESPONDER, evidence_keys, make_world
 from core.approvals import ApprovalBook
 from core.audit import AuditTrail
+from core.evidence import STAGING, EvidenceStore
 from workers.jobs import execute_request, prepare_request
 from core.queues import SERIALIZER, queues
 from core.request import CommandRequest
@@ -36,6 +40,9 @@ def memory_env(irbot_env, sshd, memory_source, monkeypatch):
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     make_world()
+    # As deployed (hub.yaml): every version written without a retention of its own gets COMPLIANCE.
+    boto3.client("s3").put_object_lock_configuration(Bucket="ir-evidence", ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
     return settings
 
 
@@ -55,15 +62,25 @@ def images() -> list[str]:
     return [k for k in evidence_keys() if k.endswith(".lime")]
 
 
-def no_uploads_left() -> bool:
-    return boto3.client("s3").list_multipart_uploads(Bucket="ir-evidence").get("Uploads", []) == []
+def nothing_left_over() -> bool:
+    """No multipart upload anywhere in the bucket, and no stage (nor any version of one) under staging/."""
+    s3 = boto3.client("s3")
+    staged = s3.list_object_versions(Bucket="ir-evidence", Prefix=STAGING)
+    return s3.list_multipart_uploads(Bucket="ir-evidence").get("Uploads", []) == [] and not staged.get("Versions") and not staged.get("DeleteMarkers")
+
+
+def tomorrow() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(days=1)
 
 
 def custody_records(redis_conn) -> list[dict]:
     return [r for r in AuditTrail(redis_conn).records() if r["action"] == "memory.custody"]
 
 
-def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys(memory_env, sshd, memory_source, redis_conn, slack):
+@pytest.mark.parametrize("copy", ["one call", "in parts"])
+def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys(memory_env, sshd, memory_source, redis_conn, slack, monkeypatch, copy):
+    if copy == "in parts":  # as an image over 5 GiB is copied from its stage
+        monkeypatch.setattr("core.evidence.ONE_COPY_LIMIT", 8 * MiB)
     rekeys_before = sshd.rekeys()
     done = capture(redis_conn, sshd.target())
     assert done["state"].state == "finished"
@@ -75,7 +92,11 @@ def test_a_capture_lands_byte_for_byte_with_its_digest_across_server_side_rekeys
     assert body == expected
     assert obj["Metadata"]["sha256"] == hashlib.sha256(expected).hexdigest()
     assert obj["ObjectLockMode"] == "COMPLIANCE"
-    assert no_uploads_left()
+    # One version, digest and lock from its first moment, whichever way the copy from its stage went.
+    versions = boto3.client("s3").list_object_versions(Bucket="ir-evidence", Prefix=key)
+    [version] = [v for v in versions["Versions"] + versions.get("DeleteMarkers", []) if v["Key"] == key]  # not its .custody.json
+    assert version["VersionId"] == obj["VersionId"]
+    assert nothing_left_over()
     assert sshd.rekeys() >= rekeys_before + 2  # 40 MiB through a 16M RekeyLimit
 
     # Chain of custody, as evidence and in the audit trail.
@@ -121,11 +142,54 @@ def test_a_capture_that_stops_early_fails_and_leaves_no_upload(memory_env, sshd,
     monkeypatch.setenv("IR_MEMORY_COMMAND", command.format(src=memory_source))
     done = capture(redis_conn, sshd.target())
     assert done["state"].state == "failed"
-    assert images() == [] and no_uploads_left()
+    assert images() == [] and nothing_left_over()
     progress = next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))
     final = slack.current(CHANNEL, progress["ts"])["text"]
     assert "failed" in final and reason in final
     assert custody_records(redis_conn)[0]["outcome"] == "failed"
+
+
+def test_a_capture_whose_copy_from_its_stage_fails_leaves_no_stage(memory_env, sshd, memory_source, redis_conn, slack, monkeypatch):
+    from botocore.client import BaseClient
+
+    calling = BaseClient._make_api_call
+
+    def refusing_copies(self, operation, params):
+        if operation == "CopyObject":
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "CopyObject")
+        return calling(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", refusing_copies)
+    monkeypatch.setenv("IR_MEMORY_COMMAND", f"head -c {MiB} {memory_source}")
+    monkeypatch.setenv("IR_MEMORY_SIZE_COMMAND", f"echo {MiB}")
+    done = capture(redis_conn, sshd.target())
+    assert done["state"].state == "failed"
+    assert images() == [] and nothing_left_over()  # the stage was whole, and is gone with the capture
+    final = slack.current(CHANNEL, next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))["ts"])["text"]
+    assert "AccessDenied" in final
+
+
+def test_a_stage_s3_will_not_delete_is_left_to_expire_and_the_image_still_counts(aws):
+    from actions import aws as aws_calls
+    from core.evidence import EVIDENCE
+
+    boto3.client("s3").create_bucket(Bucket="ir-evidence", ObjectLockEnabledForBucket=True)
+    s3 = aws_calls.client(boto3.Session(), "s3", "us-east-1", declared=EVIDENCE)
+
+    def refused(**_):  # as an IAM policy or a legal hold would answer
+        return AWSResponse("", 403, {}, None), {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+    s3.meta.events.register("before-call.s3.DeleteObject", refused)
+    stream = EvidenceStore(s3, "ir-evidence").open_stream("incident/memory.lime", part_size=5 * MiB)
+    stream.write(b"image")
+    with structlog.testing.capture_logs() as logged:
+        stored = stream.complete(hashlib.sha256(b"image").hexdigest())
+    assert stored["size"] == 5 and stored["sha256"] == hashlib.sha256(b"image").hexdigest()
+    head = s3.head_object(Bucket="ir-evidence", Key="incident/memory.lime")
+    assert head["Metadata"]["sha256"] == stored["sha256"] and head["ObjectLockMode"] == "COMPLIANCE"
+    [left] = s3.list_object_versions(Bucket="ir-evidence", Prefix=STAGING)["Versions"]
+    assert left["Key"] == stream.stage and s3.head_object(Bucket="ir-evidence", Key=left["Key"])["ObjectLockMode"] == "GOVERNANCE"
+    assert [e["key"] for e in logged if e["event"] == "stage left behind"] == [stream.stage]
 
 
 def test_a_wrong_host_key_is_refused(memory_env, sshd, redis_conn, slack, tmp_path, monkeypatch):
@@ -137,7 +201,7 @@ def test_a_wrong_host_key_is_refused(memory_env, sshd, redis_conn, slack, tmp_pa
     assert done["state"].state == "failed"
     final = slack.current(CHANNEL, next(m for m in slack.messages(CHANNEL) if m["text"].startswith("Memory capture"))["ts"])["text"]
     assert "is not the one irbot knows from IR_SSH_KNOWN_HOSTS; refusing to connect" in final
-    assert images() == [] and no_uploads_left()
+    assert images() == [] and nothing_left_over()
 
 
 def test_an_unknown_host_is_refused_not_trusted_on_first_use(memory_env, sshd, redis_conn, slack):
@@ -225,14 +289,18 @@ def test_a_target_whose_worker_died_ends_the_batch_through_rqs_failure_callback(
     assert execute_request(request.id)["state"] == "running"
     job = Job.fetch(f"target-{request.id}-0", connection=redis_conn, serializer=SERIALIZER)
     redis_conn.set(active_key(sshd.target()), request.id)  # the capture had started on the dead worker
-    s3 = boto3.client("s3")  # and its stream was half-written
-    s3.create_multipart_upload(Bucket="ir-evidence", Key=f"{CHANNEL}/123456789012/{sshd.target()}/20261126T000000Z-{request.id}/memory.lime")
+    s3 = boto3.client("s3")  # and its stream was half-written, another's staged, a third's copy to its key cut short
+    image = f"{CHANNEL}/123456789012/{sshd.target()}/20261126T000000Z-{request.id}/memory.lime"
+    s3.create_multipart_upload(Bucket="ir-evidence", Key=f"{STAGING}{image}.0a1b", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=tomorrow())
+    s3.put_object(Bucket="ir-evidence", Key=f"{STAGING}{image}.2c3d", Body=b"staged", ChecksumAlgorithm="SHA256",
+                  ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=tomorrow())
+    s3.create_multipart_upload(Bucket="ir-evidence", Key=image, ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=tomorrow())
     target_ended_badly(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
     job.delete()  # the dead worker's job is gone; only the callback's ending is left to run
     SimpleWorker(queues(redis_conn), connection=redis_conn, serializer=SERIALIZER).work(burst=True, logging_level="ERROR")
     ended = book.get(request.id)
     assert ended.state == "failed" and "its worker died before it finished" in ended.steps[0]["detail"]
     assert redis_conn.get(active_key(sshd.target())) is None  # a stop of that host no longer waits for it
-    assert no_uploads_left()  # the half-written image was thrown away
+    assert nothing_left_over()  # the half-written images were thrown away
     assert f"To try again: `/ir memory {sshd.target()}`" in ended.note
     assert [r["action"] for r in AuditTrail(redis_conn).records()].count("job.finished") == 1

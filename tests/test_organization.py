@@ -198,17 +198,17 @@ def test_iam_policy_prints_the_member_role_and_lets_the_hub_into_exactly_that_ro
     assert {s["Action"] for s in trust} == {"sts:AssumeRole", "sts:SetSourceIdentity"}
     assert next(s for s in trust if s["Action"] == "sts:AssumeRole")["Condition"] == {"Null": {"sts:SourceIdentity": "false"},
                                                                                        "StringEquals": {"sts:ExternalId": "incident-42"}}
-    actions = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "IrbotActions")
+    actions = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "AnyResource")
     assert {"iam:UpdateAccessKey", "ec2:CreateSnapshots"} <= set(actions["Action"])
-    scoped = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "IrbotQuarantinedInstances")
+    scoped = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "QuarantinedInstances")
     assert "ec2:ModifyInstanceAttribute" in scoped["Action"]  # on quarantine-tagged instances only
     assert not any(a.startswith(("s3:", "sqs:", "sts:AssumeRole")) for a in actions["Action"])  # evidence stays in irbot's own account
 
     hub_policy = json.loads(iam_policy("--bucket", "ir-evidence", IR_ACCOUNT_ROLE="ir/responder", IR_ACCOUNTS="org").stdout)
     statements = {s["Sid"]: s for s in hub_policy["Statement"]}
-    assert statements["IrbotMemberRoles"] == {"Sid": "IrbotMemberRoles", "Effect": "Allow", "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
+    assert statements["MemberRoles"] == {"Sid": "MemberRoles", "Effect": "Allow", "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
                                               "Resource": "arn:aws:iam::*:role/ir/responder"}
-    assert "organizations:ListAccounts" in statements["IrbotAccounts"]["Action"]
+    assert "organizations:ListAccounts" in statements["AnyResource"]["Action"]
     listed = json.loads(iam_policy("--bucket", "ir-evidence", IR_ACCOUNTS=f"{FIRST},{SECOND}").stdout)
     assert not any("organizations:ListAccounts" in s["Action"] for s in listed["Statement"])  # only IR_ACCOUNTS=org lists
 

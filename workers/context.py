@@ -180,13 +180,15 @@ class JobContext:
             incident=r.incident or r.channel_id, requester=r.user_id, approvers=tuple(approvers), request_id=r.id,
             keep=self.keep if has_store else None, analyst_cidr=s.analyst_cidr, capture_source_groups=s.capture_source_groups,
             account=self.account, session_in=self.session_in, allowed_accounts=lambda: tuple(sorted(self.accounts.allowed())),
-            concurrency=s.hunt_concurrency,
+            concurrency=s.hunt_concurrency, image_concurrency=s.image_concurrency, workstation=s.workstation,
             untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
-            open_sink=self.open_sink if has_store else None, **parts,
+            open_sink=self.open_sink if has_store else None, audit=lambda action, **params: self.record(action, "done", **params), **parts,
         )
 
-    def open_sink(self, name: str):
-        return self.store.open_stream(self.evidence_prefix() + name, name=name, part_size=self.settings.memory_part_mib << 20)
+    def open_sink(self, name: str, *, min_part_size: int = 0):
+        # S3 takes at most 10,000 parts: a large image asks for larger parts than the setting's.
+        part_size = max(self.settings.memory_part_mib << 20, -(-min_part_size // (1 << 20)) << 20)
+        return self.store.open_stream(self.evidence_prefix() + name, name=name, part_size=part_size)
 
     def keep(self, artefact) -> str:
         """Store one piece of evidence now, note it in the audit trail; returns its s3:// URI."""

@@ -26,7 +26,8 @@ from core.queues import queue
 from core.request import CommandRequest
 from workers import batches
 from workers.context import JobContext, bind_logs
-from workers.running import card_key, conclude, expire_now, incident_changed, load, post_card, redraw_detail, run_action, run_started
+from workers.progress import ProgressMessage
+from workers.running import card_key, conclude, expire_now, incident_changed, load, post_card, redraw_detail, run_action, run_started, run_targets
 
 log = get_logger(__name__)
 
@@ -135,7 +136,8 @@ def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
         elif card:
             detail_ts = ctx.slack.reply(request, *drawn, thread_ts=card) or ""
 
-    result = run_action(ctx, spec, request.targets[0], dry_run=is_dry_run, steps=StepLog(on_step))
+    progress = ProgressMessage(ctx, card)
+    result = run_targets(ctx, spec, dry_run=is_dry_run, steps=StepLog(on_step), on_progress=progress)
     for artefact in result.artefacts:
         ctx.keep(artefact)
     ok = not any(s.outcome is Outcome.FAILED for s in result.steps)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from actions.artefacts import Result
 from actions.cloudtrail import CloudTrailEvents, EventSource
 from actions.errors import ActionError
 from actions.registry import ActionSpec, Need
-from actions.steps import Outcome, StepLog
+from actions.steps import Outcome, Step, StepLog
 from chat import cards, threads
 from core.logs import get_logger
 from workers.context import JobContext, bind_logs, runtime
@@ -29,6 +31,47 @@ def run_action(ctx: JobContext, spec: ActionSpec, target: str, *, dry_run: bool,
     if Need.EVENTS in spec.needs:
         parts["events"] = EVENT_SOURCE
     return spec.run(ctx.session, target, ctx.region, context=ctx.run_context(approvers, **parts), steps=steps, dry_run=dry_run, **options)
+
+
+def run_targets(ctx: JobContext, spec: ActionSpec, *, dry_run: bool, steps: StepLog, approvers=(), **parts) -> Result:
+    """Run ``spec`` on every target of the request (``spec.parallel_targets`` at once), each with its own evidence
+    prefix; one Result holding them all, its artefacts already kept. A target that fails is a failed step: the
+    others go on."""
+    targets = ctx.request.targets
+    if len(targets) <= 1:
+        return run_action(ctx, spec, targets[0], dry_run=dry_run, steps=steps, approvers=approvers, **parts)
+    merged = Result(spec.name, " ".join(targets), ctx.region)
+    lock = threading.Lock()
+
+    def one(target: str) -> None:
+        own = ctx.for_target(target)
+
+        def on_step(step) -> None:  # each target's steps join the request's, named for their target
+            with lock:
+                steps.add(f"{target}:{step.name}", f"{target}: {step.title}", step.outcome, step.detail)
+
+        try:
+            result = run_action(own, spec, target, dry_run=dry_run, steps=StepLog(on_step), approvers=approvers, **parts)
+            for artefact in result.artefacts:
+                own.keep(artefact)
+        except ActionError as exc:
+            on_step(Step(target, spec.target_title.format(target=target), Outcome.FAILED, str(exc)))
+            return
+        except Exception:  # one target's crash must not lose what the others did
+            log.exception("target crashed", target=target)
+            on_step(Step(target, spec.target_title.format(target=target), Outcome.FAILED,
+                         f"irbot hit an internal error (request {ctx.request.id}); the worker log has the details."))
+            return
+        with lock:
+            merged.notes.extend(result.notes)
+            merged.findings.extend(result.findings)
+            merged.facts[target] = result.facts
+            ctx.kept.extend(own.kept)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(spec.parallel_targets, len(targets))), thread_name_prefix="target") as pool:
+        list(pool.map(one, targets))
+    merged.steps = steps.steps
+    return merged
 
 
 def incident_changed(ctx: JobContext) -> None:
@@ -128,7 +171,7 @@ def run_started(ctx: JobContext, request_id: str, approvers, *, resumed: bool = 
         redraw_detail(ctx, ctx.book.get(request_id), "Steps (running)", steps)
 
     try:
-        result = run_action(ctx, ctx.spec, ctx.request.targets[0], dry_run=False, steps=StepLog(on_step), approvers=approvers)
+        result = run_targets(ctx, ctx.spec, dry_run=False, steps=StepLog(on_step), approvers=approvers)
         for artefact in result.artefacts:
             ctx.keep(artefact)
         ok = not any(s.outcome is Outcome.FAILED for s in result.steps)
