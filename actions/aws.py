@@ -65,6 +65,10 @@ IAM_NAMES = {
     "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "s3:GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
     "s3:PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "s3:ListBuckets": "s3:ListAllMyBuckets",
+    "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    # S3 Control signs as s3 and shares an operation's name with S3's bucket-level one: keyed by its own service name.
+    "s3control:GetPublicAccessBlock": "s3:GetAccountPublicAccessBlock",
 }
 # Calls that need no permission at all.
 ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
@@ -82,9 +86,13 @@ class UndeclaredCall(Exception):
     """A call outside the caller's declaration: a bug in irbot, raised only when the check is on."""
 
 
-def iam_action(signing_name: str, operation: str) -> str:
-    name = f"{signing_name}:{operation}"
-    return IAM_NAMES.get(name, name)
+# Services whose requests are signed under another name than their IAM prefix.
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
+
+
+def iam_action(signing_name: str, operation: str, service: str = "") -> str:
+    name = f"{IAM_PREFIXES.get(signing_name, signing_name)}:{operation}"
+    return IAM_NAMES.get(f"{service}:{operation}") or IAM_NAMES.get(name, name)
 
 
 def declare(session: boto3.Session, declaration: Declaration) -> boto3.Session:
@@ -104,7 +112,8 @@ def client(session: boto3.Session, service: str, region: str, *, declared: Decla
     check_file = os.environ.get(CHECK_VARIABLE)
     if check_file:
         declaration = declared or getattr(session, "irbot_declaration", None)
-        aws_client.meta.events.register("before-call", _checker(declaration, aws_client.meta.service_model.signing_name, check_file))
+        model = aws_client.meta.service_model
+        aws_client.meta.events.register("before-call", _checker(declaration, model.signing_name, check_file, model.service_name))
     return aws_client
 
 
@@ -119,9 +128,9 @@ def _retry_counter(service: str):
     return count
 
 
-def _checker(declaration: Declaration | None, signing_name: str, check_file: str):
+def _checker(declaration: Declaration | None, signing_name: str, check_file: str, service: str = ""):
     def check(model, **_: Any) -> None:
-        needed = iam_action(signing_name, model.name)
+        needed = iam_action(signing_name, model.name, service)
         if needed in ALWAYS_ALLOWED or (declaration is not None and needed in declaration.permissions):
             return
         who = declaration.who if declaration else "a caller with no declaration"

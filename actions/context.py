@@ -25,6 +25,13 @@ class RunContext:
     concurrency: int = 32  # at most this many AWS calls at once, in work that fans out across accounts and regions
     image_concurrency: int = 48  # snapshot blocks fetched at once per image (/ir image)
     workstation: str | None = None  # the forensic workstation's instance ID or ARN (/ir workstation)
+    # irbot's own deployment, for the readiness checks of irbot itself (/ir prep)
+    own_account: str = ""  # the account irbot runs in: its evidence bucket and findings queue are there
+    home_region: str = ""  # irbot's AWS_REGION, where its bucket and queue are
+    evidence_bucket: str | None = None
+    evidence_lock: Callable[[], dict] | None = None  # the evidence bucket's ObjectLockConfiguration ({} without Object Lock)
+    findings_queue: str | None = None  # IR_FINDINGS_QUEUE_URL
+    known_hosts: str | None = None  # IR_SSH_KNOWN_HOSTS
 
     @property
     def capture_path(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import boto3
 
-from actions.accounts import partition
+from actions import places
 from actions.artefacts import Result, json_artefact
 from actions.aws import call, client, paginate
 from actions.cloudtrail import EventSource
@@ -20,7 +20,7 @@ from actions.words import count
 DEFAULT_DAYS = 30
 IAM = "iam"  # the task that searches an account's IAM, beside its regions
 PERMISSIONS = (
-    "ec2:DescribeRegions", "ec2:DescribeInstances", "ec2:DescribeKeyPairs", "ec2:DescribeSecurityGroups",
+    *places.PERMISSIONS, "ec2:DescribeInstances", "ec2:DescribeKeyPairs", "ec2:DescribeSecurityGroups",
     "cloudtrail:LookupEvents", "iam:ListUsers", "iam:ListAccessKeys", "lambda:ListFunctions",
 )
 CREATING_EVENTS = {"RunInstances", "CreateSecurityGroup", "CreateKeyPair", "ImportKeyPair", "CreateUser", "CreateAccessKey",
@@ -38,22 +38,16 @@ def hunt_key(session: boto3.Session, key_id: str, region: str, *, context: RunCo
     result = Result("hunt-key", key_id, region)
     result.facts["since"] = start.date().isoformat()
     # Without --accounts, the account the key belongs to (the bot chose it); with it, each one named, or all irbot may act in.
-    names = (context.allowed_accounts() if accounts == "all" and context.allowed_accounts else
-             tuple(accounts.split(",")) if accounts and accounts != "all" else (context.account,))
+    names = places.chosen_accounts(context, accounts)
     many = len(names) > 1
-    regions = sorted(r["RegionName"] for r in call(client(session, "ec2", region), "describe_regions")["Regions"]
-                     if r.get("OptInStatus", "opt-in-not-required") in ("opt-in-not-required", "opted-in")
-                     and partition(r["RegionName"]) == partition(region))  # credentials work in their own partition only
+    regions = places.enabled_regions(session, region)
     result.facts["regions"] = regions
     findings: list[dict] = []
     events_seen: dict[str, list[dict]] = {}
     sessions: dict[str, boto3.Session] = {}
 
     def enter(account: str):
-        try:
-            return account, (session if account == context.account or not context.session_in else context.session_in(account)), None
-        except ActionError as exc:
-            return account, None, exc
+        return places.enter(session, context, account)
 
     def search(task: tuple[str, str]):
         account, name = task

@@ -55,7 +55,7 @@ class ImageProgress(Progress):
 
 @action("image", risk=Risk.READ, summary="Read snapshots into the evidence bucket as raw disk images (EBS direct APIs, each block checked).",
         permissions=(*blocks.PERMISSIONS, *disks.PERMISSIONS, *SNAPSHOT_PERMISSIONS), target="disk", many=True, card_state="imaged",
-        queue="long", timeout_seconds=12 * 3600, parallel_targets=IMAGES_AT_ONCE)
+        queue="long", timeout_seconds=12 * 3600, parallel_targets=IMAGES_AT_ONCE, policy="disks")
 def image(session: boto3.Session, target: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False) -> Result:
     result = Result("image", target, region)
     ec2 = client(session, "ec2", region)

@@ -41,6 +41,9 @@ class Reply(enum.Enum):
 
     STEPS = "steps"  # one message listing the named steps, redrawn as they finish
     EVIDENCE = "evidence"  # the stored objects with their digests and links, and a manifest
+    # A readiness card (score, failing checks with what to do, passing ones counted) from the result's
+    # facts["readiness"]; the worker also keeps it as the latest readiness (core.readiness) for the Home tab.
+    READINESS = "readiness"
 
 
 # What an action acts on: the word the usage shows, and an example for sentences.
@@ -61,6 +64,9 @@ class Option:
     # What it does, in words, for every headline and approval dialog ("{value}" is its value): a destructive
     # option must be read before anyone approves, not found in step 5 of 5.
     says: str = ""
+    # The key a value of `all` is stored under instead (--account all: "accounts"), so the option's own key keeps
+    # naming one place, where the request starts and its records are kept.
+    every: str = ""
 
     @property
     def key(self) -> str:
@@ -81,6 +87,9 @@ class Grant:
 REGION = Option("--region", "R", "region")
 ACCOUNT = Option("--account", "ACCOUNT", "account")
 DRY_RUN = Option("--dry-run", says="as a DRY RUN: nothing will change")
+# For an action that can look everywhere at once (its spec's ``everywhere``): `all` as well as one account or region.
+REGION_OR_ALL = Option("--region", "R|all", "region", every="regions")
+ACCOUNT_OR_ALL = Option("--account", "ACCOUNT|all", "account", every="accounts")
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ class ActionSpec:
     summary: str
     permissions: tuple[str, ...]
     run: Callable
-    target: str = "instance"
+    target: str | None = "instance"  # None: no target, the account (or accounts) itself
     many: bool = False  # more than one target in one request
     extra_options: tuple[Option, ...] = ()
     needs: frozenset[Need] = frozenset()
@@ -101,6 +110,8 @@ class ActionSpec:
     timeout_seconds: int = 15 * 60
     fan_out: bool = False  # one job per target, then one job that ends the request
     parallel_targets: int = 1  # without fan_out: how many of a request's targets its one job runs at once
+    # Which of irbot's managed policies grants its calls (bot.policies.POLICY_PARTS): IAM caps each at 6,144 characters.
+    policy: str = "core"
     target_title: str = "Run on {target}"  # a fan-out target's line on the request's card
     batch_word: str = "targets"  # what a fan-out batch's targets are called in its summary
     loses_memory: bool = False  # waits for a memory capture of its target to end before it runs
@@ -109,11 +120,13 @@ class ActionSpec:
     # Where it acts, as messages say it: "region" (the request's), "regions" (every enabled region at once), "global"
     # (IAM, which has no region). A memory target given as user@host is a host, whatever this says.
     scope: str = "region"
+    everywhere: bool = False  # takes `--region all` and `--account all` (every enabled region, every account irbot may act in)
 
     @property
     def options(self) -> tuple[Option, ...]:
         """Every AWS action takes --region and --account; one that changes things can be tried with --dry-run."""
-        return (REGION, ACCOUNT, *((DRY_RUN,) if self.risk is Risk.CHANGE else ()), *self.extra_options)
+        places = (REGION_OR_ALL, ACCOUNT_OR_ALL) if self.everywhere else (REGION, ACCOUNT)
+        return (*places, *((DRY_RUN,) if self.risk is Risk.CHANGE else ()), *self.extra_options)
 
     @property
     def declaration(self) -> Declaration:
@@ -135,7 +148,7 @@ def action(name: str, *, risk: Risk, summary: str, permissions: tuple[str, ...],
     def register(func: Callable) -> Callable:
         if name in REGISTRY:
             raise ValueError(f"action {name!r} is registered twice")
-        if declared.get("target", "instance") not in TARGETS:
+        if declared.get("target", "instance") not in (*TARGETS, None):  # None: it acts on the account itself
             raise ValueError(f"action {name!r} has an unknown target kind")
         card = declared.pop("card_state", None)
         if isinstance(card, str):

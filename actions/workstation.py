@@ -55,7 +55,7 @@ class Waits:
         extra_options=(Option("--detach", says="DETACH and DELETE the volumes made for the workstation (never the snapshots)"),),
         card_state=lambda options: "off the workstation" if options.get("detach") else "on the workstation",
         # A snapshot encrypted with a customer key gives its volume that key: EC2 uses it for irbot, as for snapshot copies.
-        grants=(KMS_THROUGH_EC2,), timeout_seconds=30 * 60)
+        grants=(KMS_THROUGH_EC2,), timeout_seconds=30 * 60, policy="disks")
 def workstation(session: boto3.Session, target: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False,
                 detach: bool = False, wait_seconds: float = 300, poll_seconds: float = 2) -> Result:
     ec2 = client(session, "ec2", region)

@@ -29,7 +29,7 @@ from actions.registry import Risk
 from bot import form, views
 from actions.errors import ActionError
 from bot.grammar import SEVERITIES, Command, UsageError, button_command, check_partition, parse
-from chat import cards, messages
+from chat import cards, home, messages
 from chat.directory import approver_group, responder_group
 from chat.outbox import Outbox
 from chat.slack import Slack, counting_retries
@@ -209,6 +209,13 @@ def create_app(settings: Settings, connection: Redis, *, client: WebClient | Non
 
     for action_id, verb in (("ir_approve", "approve"), ("ir_deny", "deny"), ("ir_cancel", "cancel")):
         app.action(action_id)(_button(book, connection, slack, verb))
+
+    @app.event("app_home_opened")
+    def home_opened(event: dict) -> None:
+        """Someone opened irbot's Home tab (Bolt acked already): drawn at once from what Redis holds."""
+        user_id = event.get("user")
+        if event.get("tab") == "home" and isinstance(user_id, str) and user_id:
+            home.publish_home(slack, connection, book, user_id, refresh=True)
 
     @app.action("ir_declare_finding", middleware=[responders_only])
     def declare_from_finding(ack, body: dict) -> None:

@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--process", choices=("serve", "worker", "findings", "audit"), help="only what this process calls")
     which.add_argument("--action", metavar="NAME", help="only what this action calls (an /ir command)")
     which.add_argument("--boundary", action="store_true", help="the permissions boundary for irbot's own role")
+    which.add_argument("--part", choices=("core", "disks", "readiness"), help="one of the managed policies irbot's own role holds "
+                       "(IAM caps each at 6,144 characters): core (the default), disks (/ir image, /ir workstation), readiness (/ir prep)")
     which.add_argument("--member", action="store_true",
                        help="the role to deploy in every member account ($IR_ACCOUNT_ROLE): its permissions and trust policies")
     which.add_argument("--quarantine", action="store_true",
@@ -430,7 +432,7 @@ def run_iam_policy(args) -> int:
         protected = Protected(hub_role=args.hub_role_name, member_role=settings.account_role, break_glass=break_glass)
         common = {"role": settings.account_role, "organization": settings.accounts == "org", "partition": partition, "protected": protected}
         document = (boundary_document(args.bucket, **common) if args.boundary else
-                    policy_document(args.bucket, process=args.process, action=args.action, **common))
+                    policy_document(args.bucket, process=args.process, action=args.action, part=args.part or "core", **common))
     print(json.dumps(document, indent=2))
     return 0
 

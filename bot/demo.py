@@ -118,6 +118,9 @@ def run(out=None) -> int:
                 scene.click("bob", "ir_approve", scene.pending_request())
             else:
                 print(f"(No memory scene: {why_not}. The rest of the demo goes on.)", file=out)
+            scene.title("Scene: readiness — bob checks what else an attacker would find open here (read-only, no approval).")
+            scene.say("bob", "/ir prep")
+            scene.open_home("bob")
             scene.say("alice", "/ir audit")
             scene.say("bob", "/ir status")
             scene.say("alice", "/ir close --summary web-1 isolated and imaged; ci-deploy's leaked key revoked.")
@@ -340,6 +343,21 @@ class Scene:
         time.sleep(0.2)  # Bolt runs the listener on its own thread after the ack
         self._settle()
 
+    def open_home(self, user: str) -> None:
+        """Opening irbot's Home tab, as Slack's Events API sends it; shown once a worker has counted the instances."""
+        import json
+
+        self._line(user, "[opens irbot's Home tab]")
+        user_id = _user_id(user)
+        published = len(self.slack.calls_to("views.publish"))
+        event = {"type": "event_callback", "team_id": "T0DEMO", "api_app_id": "A0DEMO", "event_id": "Ev0DEMOHOME", "event_time": int(time.time()),
+                 "event": {"type": "app_home_opened", "user": user_id, "channel": "D0DEMO", "tab": "home", "event_ts": str(time.time())}}
+        self._dispatch(json.dumps(event), "application/json")
+        self.slack.wait_for(lambda s: len(s.calls_to("views.publish")) > published)  # drawn at once, after Bolt's ack
+        self.worker.work(burst=True, logging_level="ERROR")  # the instance count, which draws the tab again
+        self._line(f"irbot (draws {user}'s Home tab)", self._channels(transcript.home(self.slack.home_of(user_id))))
+        self.seen = len(self.slack.calls)
+
     def pending_request(self) -> str:
         for call in reversed(self.slack.calls_to("chat.postMessage")):
             for block in call.params.get("blocks") or []:
@@ -347,13 +365,13 @@ class Scene:
                     return block["elements"][0]["value"]
         raise RuntimeError("no approval card was posted")
 
-    def _dispatch(self, body: str):
+    def _dispatch(self, body: str, content_type: str = "application/x-www-form-urlencoded"):
         from slack_bolt.request import BoltRequest
 
         timestamp = str(int(time.time()))
         signature = "v0=" + hmac.new(DEMO_SECRET.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
         return self.app.dispatch(
-            BoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"],
+            BoltRequest(body=body, headers={"content-type": [content_type],
                                             "x-slack-request-timestamp": [timestamp], "x-slack-signature": [signature]})
         )
 
@@ -436,7 +454,7 @@ class Scene:
 
     def _reply_line(self, where: str, text: str, *, updated: bool = False) -> None:
         """A reply in a message's thread: indented under the channel's messages, as Slack folds it away."""
-        self._line(f"    ↳ in thread{where}: irbot" + (" (updates its reply)" if updated else ""), text, indent=" " * 12)
+        self._line(f"    ↳ in thread{where}: irbot" + (" (updates its reply)" if updated else ""), transcript.thread(text), indent=" " * 12)
 
     def _line(self, who: str, text: str, *, indent: str = " " * 8) -> None:
         text = _mentions(text)

@@ -62,6 +62,8 @@ OPTION_HELP = {
     "--dry-run": "work out and show the plan, change nothing (so no approval is needed)",
     "--since": "how far back to look, a date (default: 30 days ago)",
     "--accounts": "search these accounts (comma-separated), or `all` the accounts irbot may act in",
+    "--region R|all": "the AWS region to check (default: the worker's AWS_REGION), or `all`: every enabled region",
+    "--account ACCOUNT|all": "the 12-digit AWS account to check (default: IR_DEFAULT_ACCOUNT, else irbot's own), or `all`: every account irbot may act in",
     "--copy-to-kms": "also copy each snapshot, encrypted with this KMS key (key ID, ARN or alias/NAME)",
     "--delete": "delete the key after deactivating it: it can't be made active again",
     "--stop": "stop the instance at the end (never after a failed memory capture)",
@@ -142,7 +144,7 @@ def explain(name: str, gated=frozenset()) -> str:
     if spec.target:
         lines.append(f"`<{TARGET_WORDS[spec.target]}>`: {TARGET_HINTS[spec.target]}")
     for option in spec.options:
-        said = OPTION_HELP.get(option.name) or option.says.format(value=option.takes or "")
+        said = OPTION_HELP.get(f"{option.name} {option.takes}") or OPTION_HELP.get(option.name) or option.says.format(value=option.takes or "")
         lines.append(f"• `{option.name}{' ' + option.takes if option.takes else ''}` — {said}")
     lines.append(f"Example: `{example(spec)}`")
     return "\n".join(lines)
@@ -205,6 +207,9 @@ def parse(text: str) -> Command:
                 value = inline or next(rest, None)
             if not value or value.startswith("--"):
                 raise UsageError(f"`{option.name}` needs a value: `{option.name} {option.takes}`. Usage: `{spec.usage}`.")
+            if option.every and value.lower() == "all":
+                options[option.every] = "all"  # the option's own key stays free for the one place the request starts in
+                continue
             options[option.key] = _option_value(option, value)
         elif spec.target == "title":
             targets.append(word)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import actions
 from actions.accounts import ACCOUNT_LOOKUP, ROLE_SWITCH
 from actions.aws import Declaration
+from actions.inventory import INVENTORY
 from actions.registry import ActionSpec
 from actions.scopes import SCOPED, scoped_statements
 from core.audit import AUDIT_RESUME, AUDIT_SEAL, AUDIT_VERIFY
@@ -30,7 +31,7 @@ from findings.consumer import FINDINGS
 
 # Who calls AWS, per process: the bucket-bound declarations apart from the rest.
 BUCKET_CALLERS = {"serve": (AUDIT_RESUME,), "worker": (EVIDENCE, AUDIT_SEAL, AUDIT_RESUME), "audit": (AUDIT_VERIFY,), "findings": ()}
-OTHER_CALLERS = {"findings": (FINDINGS,), "serve": (), "worker": (), "audit": ()}
+OTHER_CALLERS = {"findings": (FINDINGS,), "serve": (), "worker": (INVENTORY,), "audit": ()}
 # Who asks which account a key belongs to (and lists the organization), and who switches into member accounts.
 ACCOUNT_CALLERS = ("serve", "worker")
 SWITCHERS = ("worker",)
@@ -55,9 +56,12 @@ READ_WILDCARDS = {
     "config": ("Describe",),
     "ec2": ("Describe",),  # not Get: GetPasswordData is a Windows instance's administrator password
     "elasticloadbalancing": ("Describe",),
-    "guardduty": ("List",),
+    "events": ("List",),  # rules and their targets (/ir prep's findings-rule check)
+    "guardduty": ("Get", "List"),  # detectors and their settings, and findings, which irbot is sent anyway
     "iam": ("Get", "List"),  # IAM hands a secret out only as it makes or resets one, never to a Get
-    "lambda": ("List",),  # not Get: GetFunction hands out the code, GetFunctionConfiguration the environment
+    "lambda": ("List",),
+    "securityhub": ("Describe",),  # the hub, its standards and products: settings  # not Get: GetFunction hands out the code, GetFunctionConfiguration the environment
+    "organizations": ("Describe",),  # the organization, its accounts, OUs and policies: settings
     "s3": ("GetBucket",),  # a bucket's settings; not GetObject nor List*: ListBucket on "*" lists every bucket's objects
 }
 
@@ -139,10 +143,17 @@ def checked_bucket(bucket: str | None) -> str:
     return bucket
 
 
+# irbot's own role holds one managed policy per part: "core" (every process's calls, the actions' but those declared
+# elsewhere), "disks" (/ir image and /ir workstation) and "readiness" (/ir prep's reads). One policy would be over
+# IAM's 6,144 characters.
+POLICY_PARTS = {"core": "irbot-hub", "disks": "irbot-disks", "readiness": "irbot-readiness"}
+
+
 def policy_document(bucket: str, *, process: str | None = None, action: str | None = None, role: str = "irbot-responder",
-                    organization: bool = False, partition: str = "aws", protected: Protected | None = None) -> dict:
-    """One policy for everything (default), one process's (serve, worker, findings, audit), or one action's.
-    ``role``: the member role irbot assumes; ``organization``: IR_ACCOUNTS=org, so it lists the organization's accounts."""
+                    organization: bool = False, partition: str = "aws", protected: Protected | None = None, part: str = "core") -> dict:
+    """The core policy (default: every process), one process's (serve, worker, findings, audit), one action's, or with
+    ``part="readiness"`` the readiness checks' (POLICY_PARTS). ``role``: the member role irbot assumes;
+    ``organization``: IR_ACCOUNTS=org, so it lists the organization's accounts."""
     bucket = checked_bucket(bucket)
     if partition not in PARTITIONS:
         raise ConfigError(f"--partition must be one of {', '.join(PARTITIONS)}.")
@@ -152,9 +163,13 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
         if spec is None:
             raise ConfigError(f"no action called {action!r}; the actions are {', '.join(sorted(actions.REGISTRY))}.")
         specs, buckets, others, lookups, switches = [spec], [], [], False, False
+    elif part != "core":
+        if part not in POLICY_PARTS:
+            raise ConfigError(f"no policy part called {part!r}; the parts are {', '.join(POLICY_PARTS)}.")
+        specs, buckets, others, lookups, switches = [s for s in actions.REGISTRY.values() if s.policy == part], [], [], False, False
     else:
         processes = [process] if process else list(BUCKET_CALLERS)
-        specs = list(actions.REGISTRY.values()) if "worker" in processes else []
+        specs = [s for s in actions.REGISTRY.values() if s.policy == "core"] if "worker" in processes else []
         buckets = [d for p in processes for d in BUCKET_CALLERS[p]]
         others = [d for p in processes for d in OTHER_CALLERS[p]]
         lookups = any(p in ACCOUNT_CALLERS for p in processes)
@@ -180,9 +195,16 @@ def policy_document(bucket: str, *, process: str | None = None, action: str | No
 
 def boundary_document(bucket: str, *, role: str = "irbot-responder", organization: bool = False, partition: str = "aws",
                       protected: Protected | None = None) -> dict:
-    """The permissions boundary for irbot's own role: every process's allows and the same denies, so an Allow
-    irbot's role gave itself would still be cut to what irbot needs."""
-    return policy_document(bucket, role=role, organization=organization, partition=partition, protected=protected)
+    """The permissions boundary for irbot's own role: every call any of its policies allows, on any resource, and
+    the same denies. An Allow irbot's role gave itself (which the denies refuse to begin with) would still be cut to
+    the calls irbot makes. Where each call may act (the scopes, the evidence bucket, the member role) is the core
+    policy's to say: with them the boundary would be over IAM's 6,144 characters, and the bucket policy refuses
+    deletes of evidence whoever asks."""
+    parts = [policy_document(bucket, role=role, organization=organization, partition=partition, protected=protected, part=part)
+             for part in POLICY_PARTS]
+    allowed = sorted({a for d in parts for s in d["Statement"] if s["Effect"] == "Allow" for a in s["Action"]})
+    denies = [s for s in parts[0]["Statement"] if s["Effect"] == "Deny"]
+    return {"Version": "2012-10-17", "Statement": [{"Sid": "Ceiling", "Effect": "Allow", "Action": allowed, "Resource": "*"}, *denies]}
 
 
 def member_policies(hub_role: str, *, external_id: str | None = None, member_role: str = "irbot-responder",
@@ -199,7 +221,7 @@ def member_policies(hub_role: str, *, external_id: str | None = None, member_rol
                                **({"StringEquals": {"sts:ExternalId": external_id}} if external_id else {})}}
     return {
         "PermissionsPolicy": {"Version": "2012-10-17", "Statement": [
-            *_actions(specs, partition), *_grants(specs), protected.statement(partition)]},
+            *_actions(specs, partition, also=(INVENTORY,)), *_grants(specs), protected.statement(partition)]},
         "TrustPolicy": {"Version": "2012-10-17", "Statement": [
             {"Sid": "IrbotHub", "Effect": "Allow", "Principal": {"AWS": hub_role}, "Action": "sts:AssumeRole", **condition},
             # SourceIdentity carries the Slack user who asked into this account's CloudTrail.

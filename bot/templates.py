@@ -21,7 +21,7 @@ import yaml
 
 from actions.keys import quarantine_policy
 from actions.scopes import QUARANTINE_POLICY
-from bot.policies import Protected, member_policies, policy_document
+from bot.policies import POLICY_PARTS, Protected, boundary_document, member_policies, policy_document
 from core.evidence import STAGING
 
 HUB_ROLE = "irbot"
@@ -49,6 +49,12 @@ def _cfn(document: dict, replacements: dict[str, str]):
     return walk(document)
 
 
+def _logical(policy_name: str) -> str:
+    """irbot-hub → IrbotPolicy (the name earlier stacks made), irbot-disks → IrbotDisksPolicy."""
+    rest = policy_name.removeprefix("irbot-")
+    return "IrbotPolicy" if rest == "hub" else f"Irbot{rest.capitalize()}Policy"
+
+
 def _break_glass_denied(document: dict) -> dict:
     """The NoEscalation Deny also names the BreakGlassPrincipals parameter's ARNs, when it has any."""
     for statement in document["Statement"]:
@@ -60,7 +66,9 @@ def _break_glass_denied(document: dict) -> dict:
 
 
 def hub_template() -> dict:
-    policy = policy_document(PLACEHOLDER_BUCKET, protected=Protected(hub_role=HUB_ROLE, member_role=MEMBER_ROLE))
+    protected = Protected(hub_role=HUB_ROLE, member_role=MEMBER_ROLE)
+    parts = {name: policy_document(PLACEHOLDER_BUCKET, protected=protected, part=part) for part, name in POLICY_PARTS.items()}
+    boundary = boundary_document(PLACEHOLDER_BUCKET, protected=protected)
     bucket = {PLACEHOLDER_BUCKET: "${EvidenceBucket}"}
     trust = {
         "ecs": {"Service": "ecs-tasks.amazonaws.com"}, "ec2": {"Service": "ec2.amazonaws.com"},
@@ -156,14 +164,15 @@ def hub_template() -> dict:
                 "Name": name, "State": "ENABLED", "EventPattern": pattern,
                 "Targets": [{"Id": "irbot-findings", "Arn": {"Fn::GetAtt": ["FindingsQueue", "Arn"]}}]}}
                for logical, (name, pattern) in RULES.items()},
-            "IrbotPolicy": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
-                "ManagedPolicyName": "irbot-hub", "Description": "What irbot's processes call (irbot iam-policy)",
-                # attached from the policy's side: moto's CloudFormation ignores a role's ManagedPolicyArns
+            # One managed policy per part (IAM caps each at 6,144 characters), attached from the policy's side:
+            # moto's CloudFormation ignores a role's ManagedPolicyArns.
+            **{_logical(name): {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
+                "ManagedPolicyName": name, "Description": f"What irbot's processes call, part {part} (irbot iam-policy --part {part})",
                 "Roles": [{"Ref": "IrbotRole"}],
-                "PolicyDocument": _break_glass_denied(_cfn(policy, bucket))}},
+                "PolicyDocument": _break_glass_denied(_cfn(parts[name], bucket))}} for part, name in POLICY_PARTS.items()},
             "IrbotBoundary": {"Type": "AWS::IAM::ManagedPolicy", "Properties": {
                 "ManagedPolicyName": "irbot-boundary", "Description": "irbot's permissions boundary (irbot iam-policy --boundary)",
-                "PolicyDocument": _break_glass_denied(_cfn(policy, bucket))}},
+                "PolicyDocument": _break_glass_denied(_cfn(boundary, bucket))}},
             "QuarantinePolicy": _quarantine(),
             "IrbotRole": {"Type": "AWS::IAM::Role", "Properties": {
                 "RoleName": HUB_ROLE,

@@ -12,6 +12,7 @@ EMOJI = {":lock:": "🔒", ":unlock:": "🔓", ":gear:": "⚙", ":white_check_ma
          ":electric_plug:": "🔌", ":arrow_down:": "⬇", ":large_blue_circle:": "🔵", ":large_yellow_circle:": "🟡",
          ":large_orange_circle:": "🟠", ":red_circle:": "🔴", ":white_circle:": "⚪"}
 PRIVATE_LINES = 4
+THREAD_LINES = 16  # a thread reply longer than this (every check of /ir prep) is shown by its first lines
 
 
 def readable(text: str) -> str:
@@ -25,6 +26,12 @@ def folded(text: str) -> str:
     """A long answer only its asker sees, as the transcript shows it: its first lines and how many there are."""
     lines = text.splitlines()
     return text if len(lines) <= PRIVATE_LINES + 2 else "\n".join(lines[:PRIVATE_LINES] + [f"… ({len(lines)} lines in all, only for the asker)"])
+
+
+def thread(text: str) -> str:
+    """A long thread reply as the transcript shows it: its first lines (the worst item in full) and how many there are."""
+    lines = text.splitlines()
+    return text if len(lines) <= THREAD_LINES else "\n".join(lines[:3] + [f"… ({len(lines)} lines in all, in the thread)"])
 
 
 def changed(before: str, after: str) -> list[str]:
@@ -47,3 +54,16 @@ def answer(body: str) -> dict:
         return json.loads(body) if body else {}
     except ValueError:
         return {"text": body}
+
+
+def home(view: dict) -> str:
+    """A Home tab as the transcript shows it: each part's heading and its first line (the tab's own title left out)."""
+    lines, heading = [], None
+    for block in view.get("blocks", [])[1:]:
+        if block.get("type") == "header":
+            heading = block["text"]["text"]
+        elif heading is not None:
+            text = (block.get("text") or {}).get("text") or " ".join(e.get("text", "") for e in block.get("elements", []))
+            lines.append(f"{heading} — {readable(text.splitlines()[0] if text else '')}")
+            heading = None
+    return "\n".join(lines)

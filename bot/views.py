@@ -7,7 +7,7 @@ import json
 import actions
 from bot.grammar import SPECS, Command, explain, help_text
 from chat.messages import escape, headline
-from core.request import scope
+from core.request import asked_scope
 
 
 STATE_UNAVAILABLE = "irbot could not reach its state store (Redis); nothing was decided. Try again in a moment."
@@ -62,7 +62,7 @@ def form_errors(text: str) -> dict:
 
 def queued(command: Command, user_id: str, request_id: str) -> dict:
     """Only the asker sees this: the channel gets the request's own message (who asked, what, where it stands)."""
-    region = (" " + escape(scope(command.name, command.targets, None, command.options["region"], accounts=command.options.get("accounts")))
+    region = (" " + escape(asked_scope(command.name, command.targets, command.options | {"account": None}, command.options["region"]))
               if command.options.get("region") else "")
     return ephemeral(f"Queued {headline(command.name, command.targets, command.options)}{region} as request `{request_id}`; "
                      "its message follows in the channel, the detail in that message's thread.")

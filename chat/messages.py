@@ -23,7 +23,9 @@ def command_line(name: str, asked: tuple[str, ...], options: dict) -> str:
     words = [f"/ir {name}", *asked]
     for option in spec.options if spec else ():
         value = options.get(option.key)
-        if option.key not in ("region", "account") and value not in (None, False, ""):
+        if option.every and options.get(option.every) == "all":
+            words.append(f"{option.name} all")  # every account or region: said in the command, where one place is not
+        elif option.key not in ("region", "account") and value not in (None, False, ""):
             words.append(option.name if option.takes is None else f"{option.name} {value}")
     # region and account are shown apart, by place()
     return " ".join(words)

@@ -185,6 +185,13 @@ class Slack:
         except SlackApiError as exc:
             log.error("ephemeral reply failed", slack_error=exc.response.get("error", ""))
 
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show ``view`` as ``user``'s Home tab of irbot; a failure is logged (the next opening draws it again)."""
+        try:
+            self.client.views_publish(user_id=user, view=view)
+        except (SlackApiError, OSError) as exc:
+            log.error("home tab not published", slack_error=exc.response.get("error", "") if isinstance(exc, SlackApiError) else type(exc).__name__)
+
     def open_channel(self, name: str, people: list[str], *, private: bool = True) -> str:
         """Create a channel, invite ``people``; returns its ID. Slack's refusals raise SlackApiError."""
         channel = self.client.conversations_create(name=name, is_private=private)["channel"]["id"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from actions.artefacts import Result
 from actions.words import count
 from core.evidence import Protection, StoredObject
-from core.request import CommandRequest, place, scope
+from core.request import CommandRequest, asked_scope, place, scope
 from chat.messages import (OUTCOME_MARKS, escape, finding_line, headline, human_size, outcome_counts, request_button_blocks, short,
                            shorten_digests, step_lines)
 
@@ -25,7 +25,7 @@ def _context(text: str) -> dict:
 def request_started(request: CommandRequest, region: str) -> tuple[str, list[dict]]:
     """The top-level message of a read-only request while it runs; its outcome replaces it."""
     command = headline(request.command, request.targets, request.options)
-    where = escape(scope(request.command, request.targets, request.options.get("account"), region, accounts=request.options.get("accounts")))
+    where = escape(asked_scope(request.command, request.targets, request.options, region))
     text = f"Running: {command} {where}, for <@{request.user_id}> (request {request.id})."
     return text, [{"type": "section", "text": {"type": "mrkdwn", "text": f":gear: *Running*: {command} {where}"}},
                   _context(f"requested by <@{request.user_id}> · request `{request.id}` · detail in the thread")]

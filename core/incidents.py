@@ -68,6 +68,16 @@ class IncidentBook:
         data = {k.decode(): v.decode() for k, v in self.connection.hgetall(incident_key(incident_id)).items()}
         return Incident(**data) if data else None
 
+    def open_incidents(self) -> list[Incident]:
+        """Every incident not closed, however many (the Home tab shows them)."""
+        keys = [k for k in self.connection.scan_iter(incident_key("IR-*"), count=1000)]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            found = pipe.execute()
+        incidents = [Incident(**{k.decode(): v.decode() for k, v in data.items()}) for data in found if data]
+        return [i for i in incidents if i.status != "closed"]
+
     def for_channel(self, channel_id: str) -> Incident | None:
         found = self.connection.get(channel_key(channel_id))
         return self.get(found.decode()) if found else None

@@ -102,3 +102,9 @@ def schedule_outbox_delivery(connection: Redis, seconds: int = 5) -> None:
     """Have a worker try the Slack outbox again in ``seconds`` (one such job scheduled at a time)."""
     if connection.set("irbot:outbox:scheduled", 1, nx=True, ex=seconds + 30):
         queue(connection).enqueue_in(timedelta(seconds=seconds), "workers.delivery.deliver_outbox", result_ttl=600)
+
+
+def enqueue_overview_refresh(connection: Redis, timeout_seconds: int) -> str:
+    """Queue a count of the organization's instances for the Home tab (core.overview lets one run at a time)."""
+    return queue(connection).enqueue("workers.home.refresh_overview", job_id="home-overview", job_timeout=timeout_seconds,
+                                     result_ttl=600, failure_ttl=24 * 3600).id

@@ -50,23 +50,33 @@ def place(account: str | None, region: str | None) -> str:
     return ", ".join(part for part in (account, region or "the default region") if part)
 
 
-def scope(command: str, targets, account: str | None, region: str | None, *, regions: int | None = None, accounts: str | None = None) -> str:
+def scope(command: str, targets, account: str | None, region: str | None, *, regions: int | None = None, accounts: str | None = None,
+          every_region: bool = False) -> str:
     """Where a command acts, said truthfully and with its preposition (raw: escape it where shown): "in 222222222222,
     eu-west-1"; hunt-key "in all 17 enabled regions of 222222222222"; revoke-key "in 222222222222, IAM (global)";
-    memory on user@host "on host 10.0.1.5". ``regions``: how many a search of every region covered, once known."""
+    memory on user@host "on host 10.0.1.5". ``regions``: how many a search of every region covered, once known;
+    ``every_region``: the request asked for every region (`--region all`)."""
     spec = actions.get(command)
     kind = spec.scope if spec else "region"
-    if kind == "regions":
+    if kind == "regions" or every_region:
         every = f"all {regions} enabled regions" if regions else "every enabled region"
         of = ("every account irbot may act in" if accounts == "all" else f"accounts {accounts}") if accounts else account
         return f"in {every}" + (f" of {of}" if of else "")
     if kind == "global":
         return f"in {place(account, 'global')}"
+    if accounts:
+        return f"in {region or 'the default region'} of " + ("every account irbot may act in" if accounts == "all" else f"accounts {accounts}")
     hosts = [_host(t) for t in targets if spec and spec.target == "memory-target" and not target_rules.instance_id(t)]
     parts = [] if hosts and len(hosts) == len(targets) else [f"in {place(account, region)}"]
     if hosts:
         parts.append(f"on {'host' if len(hosts) == 1 else 'hosts'} {', '.join(hosts)}")
     return " and ".join(parts)
+
+
+def asked_scope(command: str, targets, options: dict, region: str | None, *, regions: int | None = None) -> str:
+    """scope() of a request as its options ask it: its account, or the accounts and every region it names."""
+    return scope(command, targets, options.get("account"), region, regions=regions, accounts=options.get("accounts"),
+                 every_region=options.get("regions") == "all")
 
 
 def _host(target: str) -> str:

@@ -20,6 +20,7 @@ from actions.aws import Declaration, call
 from actions.errors import ActionError
 from chat import messages
 from chat.slack import Slack
+from core import latest_findings
 from core.logs import get_logger
 from findings.events import LEVELS, Finding, MalformedFinding, parse
 
@@ -131,6 +132,10 @@ class FindingsConsumer:
             channel, ts = self.slack.post_card(self.channel, text, blocks)
             self.connection.hset(key, mapping={"ts": ts, "channel": channel})
         self.connection.hset(key, "arrivals", arrivals)
+        # Already checked and cut by findings.events; the Home tab escapes each as it shows it.
+        latest_findings.note(self.connection, key, {"title": finding.title, "severity": finding.severity, "source": finding.source,
+                                                    "account": finding.account, "region": finding.region, "kind": finding.resource_kind,
+                                                    "resource": finding.resource_id, "last_seen": finding.last_seen})
         self.connection.expire(key, 90 * 24 * 3600)
         log.info("finding posted", finding=finding.id, type=finding.type, severity=finding.severity, count=finding.count)
 

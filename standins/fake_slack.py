@@ -282,3 +282,28 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_arguments"}
         params["view"] = view
         return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", **view}}
+
+    def _views_publish(self, params):
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        # Slack's own limits for a view: it refuses the whole view, not the part past them.
+        texts = [t for b in view.get("blocks", []) for t in _texts(b)]
+        if len(view.get("blocks", [])) > 100 or any(len(t) > 3000 for t in texts):
+            return {"ok": False, "error": "invalid_blocks"}
+        params["view"] = view
+        return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", **view}}
+
+    def home_of(self, user: str) -> dict | None:
+        """The Home tab ``user`` sees now: the latest view published for them."""
+        published = [c.params["view"] for c in self.calls_to("views.publish") if c.params.get("user_id") == user]
+        return published[-1] if published else None
+
+
+def _texts(block: dict) -> list[str]:
+    """Every text of a block: its own, its fields', its elements'."""
+    found = [block["text"]["text"]] if isinstance(block.get("text"), dict) else []
+    found += [f.get("text", "") for f in block.get("fields", [])]
+    found += [e.get("text", "") for e in block.get("elements", []) if isinstance(e.get("text"), str)]
+    return found

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from bot import templates
-from bot.policies import policy_document
+from bot.policies import POLICY_PARTS, policy_document
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "cloudformation"
@@ -159,13 +159,13 @@ def test_collect_and_isolate_succeed_under_enforcement_holding_only_the_deployed
     enforcing.off()
     assert boto3.client("iam").list_access_keys(UserName="deploy-bot")["AccessKeyMetadata"][0]["Status"] == "Inactive"
     iam = boto3.client("iam")
-    policy_arn = next(p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="irbot")["AttachedPolicies"] if p["PolicyName"] == "irbot-hub")
-    document = policy_document(outputs["EvidenceBucketName"])
-    for statement in document["Statement"]:
-        if statement["Sid"] == "AnyResource":
-            statement["Action"].remove("ec2:GetConsoleOutput")
-            statement["Action"].remove("iam:UpdateAccessKey")
-    iam.create_policy_version(PolicyArn=policy_arn, PolicyDocument=json.dumps(document), SetAsDefault=True)
+    attached = {p["PolicyName"]: p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="irbot")["AttachedPolicies"]}
+    for part, name in POLICY_PARTS.items():  # taken out of every managed policy of the role that grants them
+        document = policy_document(outputs["EvidenceBucketName"], part=part)
+        for statement in document["Statement"]:
+            if statement["Sid"] == "AnyResource":
+                statement["Action"] = [a for a in statement["Action"] if a not in ("ec2:GetConsoleOutput", "iam:UpdateAccessKey")]
+        iam.create_policy_version(PolicyArn=attached[name], PolicyDocument=json.dumps(document), SetAsDefault=True)
     enforcing.on()
     slack.reset()
     irbot.command(f"collect {world['instance']}")

@@ -14,7 +14,7 @@ import pytest
 import bot.policies
 from actions import registry
 from actions.scopes import SCOPED
-from bot.policies import (IAM_WRITES, MANAGED_POLICY_LIMIT, READ_WILDCARDS, Protected, boundary_document, member_policies, policy_document,
+from bot.policies import (IAM_WRITES, MANAGED_POLICY_LIMIT, POLICY_PARTS, READ_WILDCARDS, Protected, boundary_document, member_policies, policy_document,
                           read_wildcards)
 from core.evidence import STAGE_PERMISSIONS
 from core.settings import ConfigError
@@ -40,6 +40,16 @@ def iam_policy(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def by_sid(document: dict) -> dict:
     return {s["Sid"]: s for s in document["Statement"]}
+
+
+def every_part(bucket: str, **options) -> dict:
+    """What irbot's own role holds, its managed policies' statements as one document (POLICY_PARTS)."""
+    return {"Version": "2012-10-17", "Statement": [s for part in POLICY_PARTS for s in policy_document(bucket, part=part, **options)["Statement"]]}
+
+
+def scoped_by_sid(bucket: str, **options) -> dict:
+    """The statements of every part by name, the core's last (its AnyResource is the one of every process)."""
+    return {s["Sid"]: s for part in reversed(list(POLICY_PARTS)) for s in policy_document(bucket, part=part, **options)["Statement"]}
 
 
 def names(statement: dict, action: str) -> bool:
@@ -77,9 +87,14 @@ def test_irbots_credentials_are_denied_what_would_raise_them_on_its_own_roles_an
     member = by_sid(member_policies("arn:aws:iam::123456789012:role/ir/irbot-hub", break_glass=(BREAK_GLASS,))["PermissionsPolicy"])
     assert member["NoEscalation"]["Resource"] == ["arn:aws:iam::*:role/irbot-hub", "arn:aws:iam::*:role/irbot-responder",
                                                   "arn:aws:iam::*:policy/irbot*", BREAK_GLASS]
-    # the boundary: the same allows and denies, so a self-granted Allow adds nothing
-    assert boundary_document("ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,))) == policy_document(
-        "ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,)))
+    # the boundary: every call any part allows, and the same denies, so a self-granted Allow adds no call
+    boundary = boundary_document("ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,)))
+    parts = every_part("ir-evidence", protected=Protected(break_glass=(BREAK_GLASS,)))
+    assert [s for s in boundary["Statement"] if s["Effect"] == "Deny"] == [statements["NoEscalation"]]
+    [ceiling] = [s for s in boundary["Statement"] if s["Effect"] == "Allow"]
+    assert ceiling["Resource"] == "*" and "Condition" not in ceiling
+    assert sorted({a for s in parts["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}) == ceiling["Action"]
+    assert not any(names(ceiling, a) for a in ("iam:PutUserPolicy", "iam:CreateUser", "s3:PutBucketPolicy", "ec2:RunInstances"))
     # one action's policy carries the denies too, when it writes IAM (revoke-key does)
     assert "NoEscalation" in by_sid(policy_document("ir-evidence", action="revoke-key"))
     assert "NoEscalation" not in by_sid(policy_document("ir-evidence", action="stop"))  # no IAM at all
@@ -101,7 +116,7 @@ def test_the_partition_follows_the_region_or_the_option_and_a_bucket_is_required
 
 
 def test_what_changes_instances_groups_and_tags_is_granted_only_on_irbots_own():
-    statements = by_sid(policy_document("ir-evidence", partition="aws-cn"))
+    statements = scoped_by_sid("ir-evidence", partition="aws-cn")
     unscoped = statements["AnyResource"]
     assert not any(names(unscoped, a) for a in ("ec2:ModifyInstanceAttribute", "ec2:AuthorizeSecurityGroupIngress", "ec2:CreateSecurityGroup",
                                                 "ec2:CreateTags", "ec2:DisassociateIamInstanceProfile", "iam:AttachUserPolicy"))
@@ -186,23 +201,25 @@ def test_every_managed_policy_fits_iams_limit_in_the_worst_case():
     assert len(LONGEST_BUCKET) == 63
     protected = Protected(break_glass=GOV_BREAK_GLASS)
     common = {"partition": "aws-us-gov", "organization": True, "protected": protected}
-    documents = {"hub": policy_document(LONGEST_BUCKET, **common), "boundary": boundary_document(LONGEST_BUCKET, **common),
+    documents = {**{name: policy_document(LONGEST_BUCKET, part=part, **common) for part, name in POLICY_PARTS.items()},
+                 "boundary": boundary_document(LONGEST_BUCKET, **common),
                  **{p: policy_document(LONGEST_BUCKET, process=p, **common) for p in ("serve", "worker", "findings", "audit")},
                  **{a: policy_document(LONGEST_BUCKET, action=a, **common) for a in registry.REGISTRY},
                  "member": member_policies("arn:aws-us-gov:iam::123456789012:role/irbot", break_glass=GOV_BREAK_GLASS)["PermissionsPolicy"]}
     too_long = {name: characters(d) for name, d in documents.items() if characters(d) > MANAGED_POLICY_LIMIT}
     assert too_long == {}
     # and as the CLI prints them, the break-glass principals from --protect
-    for extra in ((), ("--boundary",)):
+    for extra in ((), ("--boundary",), *(("--part", part) for part in POLICY_PARTS)):
         printed = iam_policy("--bucket", LONGEST_BUCKET, "--partition", "aws-us-gov", "--protect", ",".join(GOV_BREAK_GLASS), *extra,
                              IR_ACCOUNTS="org")
         assert printed.returncode == 0, printed.stderr
         document = json.loads(printed.stdout)
-        assert GOV_BREAK_GLASS[2] in json.dumps(document) and characters(document) <= MANAGED_POLICY_LIMIT
+        denies = any(s["Sid"] == "NoEscalation" for s in document["Statement"])  # a part with no IAM call has no Deny to carry
+        assert (GOV_BREAK_GLASS[2] in json.dumps(document)) == denies and characters(document) <= MANAGED_POLICY_LIMIT, extra
 
 
 def test_only_read_verbs_are_wildcards_in_what_is_allowed():
-    worst = [policy_document(LONGEST_BUCKET, partition="aws-us-gov", organization=True),
+    worst = [every_part(LONGEST_BUCKET, partition="aws-us-gov", organization=True),
              member_policies("arn:aws-us-gov:iam::123456789012:role/irbot")["PermissionsPolicy"]]
     for document in worst:
         for statement in document["Statement"]:
@@ -215,7 +232,7 @@ def test_only_read_verbs_are_wildcards_in_what_is_allowed():
         # every call the actions declare is still granted, the scoped ones only by their own statements
         allowed = [s for s in document["Statement"] if s["Effect"] == "Allow"]
         assert [p for p in registry.permissions() if p != "sts:GetCallerIdentity" and not any(names(s, p) for s in allowed)] == []
-        assert [p for p in SCOPED if names(by_sid(document)["AnyResource"], p)] == []
+        assert [p for p in SCOPED for s in document["Statement"] if s["Sid"] == "AnyResource" and names(s, p)] == []
 
 
 def test_read_calls_become_their_verbs_wildcard_and_nothing_else_does(monkeypatch):

@@ -202,7 +202,10 @@ def test_iam_policy_prints_the_member_role_and_lets_the_hub_into_exactly_that_ro
     assert {"iam:UpdateAccessKey", "ec2:CreateSnapshots"} <= set(actions["Action"])
     scoped = next(s for s in printed["PermissionsPolicy"]["Statement"] if s["Sid"] == "QuarantinedInstances")
     assert "ec2:ModifyInstanceAttribute" in scoped["Action"]  # on quarantine-tagged instances only
-    assert not any(a.startswith(("s3:", "sqs:", "sts:AssumeRole")) for a in actions["Action"])  # evidence stays in irbot's own account
+    # Evidence stays in irbot's own account: in a member, S3 only as /ir prep reads it (settings, never an object).
+    assert not any(a.startswith(("sqs:", "sts:AssumeRole")) for a in actions["Action"])
+    assert [a for a in actions["Action"] if a.startswith("s3:")] == [
+        "s3:GetAccountPublicAccessBlock", "s3:GetBucket*", "s3:GetEncryptionConfiguration", "s3:ListAllMyBuckets"]
 
     hub_policy = json.loads(iam_policy("--bucket", "ir-evidence", IR_ACCOUNT_ROLE="ir/responder", IR_ACCOUNTS="org").stdout)
     statements = {s["Sid"]: s for s in hub_policy["Statement"]}

@@ -168,7 +168,7 @@ class JobContext:
 
     def evidence_prefix(self) -> str:
         if self._prefix is None:
-            target = self.request.targets[0] if self.request.targets else "-"
+            target = self.request.targets[0] if self.request.targets else self.request.command  # an action on the account itself
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             self._prefix = f"{self.target_prefix(target)}{stamp}-{self.request.id}/"
         return self._prefix
@@ -182,6 +182,8 @@ class JobContext:
             account=self.account, session_in=self.session_in, allowed_accounts=lambda: tuple(sorted(self.accounts.allowed())),
             concurrency=s.hunt_concurrency, image_concurrency=s.image_concurrency, workstation=s.workstation,
             untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
+            own_account=self.accounts.own, home_region=s.aws_region, evidence_bucket=s.evidence_bucket, findings_queue=s.findings_queue_url,
+            evidence_lock=(lambda: self.store.lock_configuration()) if has_store else None, known_hosts=s.ssh_known_hosts,
             open_sink=self.open_sink if has_store else None, audit=lambda action, **params: self.record(action, "done", **params), **parts,
         )
 

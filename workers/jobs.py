@@ -21,6 +21,8 @@ from actions.registry import ActionSpec, Reply, Risk
 from actions.steps import Outcome, StepLog
 from actions.words import count
 from chat import cards, messages, threads
+from chat import readiness as chat_readiness
+from core import readiness
 from core.logs import get_logger
 from core.queues import queue
 from core.request import CommandRequest
@@ -56,7 +58,7 @@ def run_command(data: dict) -> dict:
     log.info("job started", targets=list(request.targets), user=request.user_id, channel=request.channel_id)
     ctx.record("job.started", "running", job_id=ctx.job_id)
     spec = actions.get(request.command)
-    if spec is not None and spec.reply is Reply.STEPS:
+    if spec is not None and spec.reply is not Reply.EVIDENCE:
         # The request's one top-level message, posted now so its steps can go in its thread as they finish; its outcome
         # replaces it. An evidence request's message is its outcome, posted once the evidence is stored.
         post_card(ctx, *threads.request_started(request, ctx.region))
@@ -159,7 +161,23 @@ def steps_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
     return summary, threads.detail(title, steps, notes), outcome | ({"detail_ts": detail_ts} if detail_ts else {})
 
 
-REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply}
+def readiness_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
+    """An action that scores readiness: its card (score, failing checks worst first, passing ones counted), every check in
+    the thread, the whole result kept as evidence; and the latest score kept for whoever shows it next (the Home tab)."""
+    request = ctx.request
+    result = run_targets(ctx, spec, dry_run=False, steps=StepLog())
+    for artefact in result.artefacts:
+        ctx.keep(artefact)
+    report = result.facts.get("readiness") or {}
+    evidence = ctx.kept[0] if ctx.kept else None
+    readiness.save_latest(ctx.connection, report, request=request.id, evidence=evidence.uri if evidence else "")
+    ctx.record("readiness", "done", score=report.get("score"), passed=report.get("passed"), total=report.get("total"),
+               failed=report.get("failed"))
+    outcome = {"ok": True, "notes": result.notes, "facts": _plain({k: v for k, v in report.items() if k != "checks"})}
+    return chat_readiness.card(request, report, ctx.region, evidence), chat_readiness.detail(report, ctx.kept), outcome
+
+
+REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply, Reply.READINESS: readiness_reply}
 MAX_FINDING_CARDS = 20
 
 

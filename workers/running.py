@@ -39,7 +39,7 @@ def run_targets(ctx: JobContext, spec: ActionSpec, *, dry_run: bool, steps: Step
     others go on."""
     targets = ctx.request.targets
     if len(targets) <= 1:
-        return run_action(ctx, spec, targets[0], dry_run=dry_run, steps=steps, approvers=approvers, **parts)
+        return run_action(ctx, spec, targets[0] if targets else "", dry_run=dry_run, steps=steps, approvers=approvers, **parts)
     merged = Result(spec.name, " ".join(targets), ctx.region)
     lock = threading.Lock()
 
