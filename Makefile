@@ -12,7 +12,7 @@ test: $(VENV)/.test-installed system-deps
 	$(BIN)/python -m pytest
 
 system-deps:
-	@sh deploy/system-deps.sh redis-server sshd kubectl
+	@sh deploy/system-deps.sh redis-server sshd kubectl mkfs.ext4
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "irbot needs Python 3.11 or newer as $(PYTHON) (make PYTHON=python3.11 ...)"; exit 1; }

@@ -11,7 +11,7 @@ from actions.errors import ActionError
 from actions.registry import REGISTRY, ActionSpec, Risk, get
 
 # Importing the action modules registers them; compromise comes last, as it is made of the others.
-ACTION_MODULES = ("collect", "isolate", "release", "snapshot", "stop", "keys", "hunt", "memory", "image", "workstation", "prep", "compromise")
+ACTION_MODULES = ("collect", "isolate", "release", "snapshot", "stop", "keys", "hunt", "memory", "image", "workstation", "analyze", "prep", "compromise")
 for _module in ACTION_MODULES:
     importlib.import_module(f"actions.{_module}")
 

@@ -44,6 +44,8 @@ class RunContext:
     record: dict | None = None  # the target's stored state record, for actions that need it (Need.RECORD)
     events: object | None = None  # a CloudTrail EventSource, for actions that need one (Need.EVENTS)
     audit: Callable[..., None] | None = None  # audit(action, **params): one record in the incident's audit trail, now
+    images_of: Callable[[str], list[dict]] | None = None  # the custody records of the disk images made of a snapshot or instance
+    evidence_file: Callable[[str, str | None], object] | None = None  # a read-only file over one evidence object version
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def store(self, artefact: Artefact) -> str:

