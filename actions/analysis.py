@@ -22,6 +22,7 @@ from typing import BinaryIO, Iterator
 from actions.errors import ActionError
 from actions.s3_file import EvidenceReadError
 
+LUKS_MAGIC = b"LUKS\xba\xbe"
 SEVERITIES = ("high", "medium", "low", "info")  # worst first: the card's order
 TEMP_DIRECTORIES = ("/tmp", "/var/tmp", "/dev/shm")
 # A walk of a directory stops after this many entries: a /tmp holding millions of files must not read the whole image.
@@ -52,7 +53,7 @@ CRON_DIRECTORIES = ("/etc/cron.d", "/var/spool/cron", "/var/spool/cron/crontabs"
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # uid0_account, cron, systemd_unit, authorized_key, shell_history, temp_executable, etc_changed
+    kind: str  # uid0_account, new_account, cron, systemd_unit, authorized_key, shell_history, temp_executable, etc_changed
     path: str  # the file in the image where it was found
     value: str  # the line or value that made it a finding
     severity: str  # one of SEVERITIES
@@ -103,8 +104,16 @@ def open_image(fh: BinaryIO):
 
 
 def _is_encrypted(volume_module, vol) -> bool:
+    """dissect's answer, or a LUKS header where the volume starts: dissect knows LUKS only with dissect.fve, which
+    irbot doesn't install (it can't open one without the key anyway)."""
     try:
-        return volume_module.is_encrypted(vol)
+        if volume_module.is_encrypted(vol):
+            return True
+    except Exception:
+        pass
+    try:
+        vol.seek(0)
+        return vol.read(len(LUKS_MAGIC)) == LUKS_MAGIC
     except Exception:
         return False
 
@@ -115,6 +124,8 @@ def analyse(target, *, window: tuple[datetime, datetime] | None = None) -> Analy
     findings: list[Finding] = []
     accounts = list(_passwd(root))
     findings += _uid0_accounts(root, accounts)
+    if window:
+        findings += _new_accounts(root, window)
     findings += _cron(root)
     findings += _systemd_units(root)
     homes = sorted({home for *_, home in accounts if home and home != "/"} | {"/root"})[:HOME_LIMIT]
@@ -142,6 +153,21 @@ def _uid0_accounts(root, accounts) -> list[Finding]:
     when = _modified(root, "/etc/passwd")
     return [Finding("uid0_account", "/etc/passwd", line, "high", number, when)
             for number, line, name, uid, _ in accounts if uid.strip() == "0" and name != "root"]
+
+
+def _new_accounts(root, window: tuple[datetime, datetime]) -> list[Finding]:
+    """Accounts whose password was last set within ``window``: /etc/shadow's third field, in days since 1970, is set
+    when an account is made (useradd) and at each password change; a day is all it says."""
+    first, last = (int(moment.timestamp() // 86400) for moment in window)
+    found = []
+    for number, line in _lines(root, "/etc/shadow"):
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[2].strip().isdigit() and first <= int(fields[2]) <= last:
+            day = datetime.fromtimestamp(int(fields[2]) * 86400, timezone.utc).date().isoformat()
+            # Only the name and the day: the hash is a secret and never leaves the image.
+            found.append(Finding("new_account", "/etc/shadow", f"{fields[0]}: password set {day}", "medium", number,
+                                 _modified(root, "/etc/shadow")))
+    return found
 
 
 def _cron(root) -> list[Finding]:

